@@ -1,0 +1,48 @@
+"""What the search loop talks to: an executor that launches trials, a source of results.
+
+Implementations: ``kubenas.local.executor.ProcessExecutor`` (children as local processes),
+``kubenas.operator.executor.KubernetesExecutor`` (Trial objects -> Jobs) and
+``kubenas.controller.simulated.TableExecutor`` (NAS-Bench-201 lookups, simulated time).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Optional
+
+from kubenas.contracts import Architecture, ResultRecord
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """One sampled architecture to train. ``trial_id`` is unique within the experiment and
+    is the idempotency key: submitting the same id twice must not start a second child."""
+
+    trial_id: str
+    architecture: Architecture
+    pool: Optional[str] = None
+    labels: dict = field(default_factory=dict)
+
+
+class Executor(abc.ABC):
+    @abc.abstractmethod
+    def free_slots(self, pool: Optional[str] = None) -> int:
+        """How many more trials may be submitted now (to ``pool``, or in all)."""
+
+    @abc.abstractmethod
+    def submit(self, request: TrialRequest) -> None:
+        """Start training ``request`` (idempotent by trial_id)."""
+
+    def in_flight(self) -> set[str]:
+        """Trial ids submitted whose result has not been delivered yet (best effort)."""
+        return set()
+
+    def close(self) -> None:
+        """Stop what this executor started, if it owns it."""
+
+
+class ResultSource(abc.ABC):
+    @abc.abstractmethod
+    def poll(self, known: set[str], timeout: float = 0.0) -> list[ResultRecord]:
+        """Results whose trial_id is not in ``known``, in arrival order; may wait ``timeout``."""

@@ -1,0 +1,190 @@
+"""The architecture description: what the controller samples and the trainer builds.
+
+A versioned, human-readable document (the layer list of the paper's §3.1) with the compact
+token form beside it. It is plain JSON/YAML so it travels unchanged through a Trial object,
+a Job's arguments, a result record and a file on disk.
+
+    {
+      "apiVersion": "kubenas.dev/v1",
+      "kind": "Architecture",
+      "space": "cnn",                     # cnn | rnn_cell | nasbench201
+      "tokens": [3, 1, 2, 0, ...],        # compact form: the controller's action indices
+      "spec": {...}                       # space-specific, validated below
+    }
+
+CNN spec (§3.1, §3.4):
+    {"layers": [{"name": "layer_1", "type": "conv", "inputs": ["input"],
+                 "filter_height": 3, "filter_width": 5, "stride_height": 1,
+                 "stride_width": 1, "num_filters": 36},
+                {"name": "pool_1", "type": "maxpool", "inputs": ["layer_1"],
+                 "filter_height": 2, "filter_width": 2, "stride_height": 2, "stride_width": 2},
+                ...]}
+    A layer's ``inputs`` name earlier layers or "input" (the image).  The classifier is not
+    listed: every layer no later layer consumes is concatenated before global pooling.
+
+RNN cell spec (§3.5):
+    {"base": 2,
+     "nodes": [{"combine": "add", "activation": "tanh"}, ...],   # 2*base-1 nodes, tree order
+     "cell_inject": {"node": 0, "combine": "add", "activation": "relu"},
+     "cell_index": 1}
+    Node order: the ``base`` leaves first (index 0..base-1), then each level of the binary
+    tree left to right; node ``base + k`` combines nodes ``2k`` and ``2k+1``; the last node
+    is the root whose output is h_t.
+
+NAS-Bench-201 spec: {"edges": {"1<-0": "conv_3x3", "2<-0": ..., "2<-1": ..., "3<-0": ...,
+    "3<-1": ..., "3<-2": ...}} with ops from ``NB201_OPS``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from kubenas.contracts.errors import ContractError
+
+API_VERSION = "kubenas.dev/v1"
+KIND = "Architecture"
+SPACES = ("cnn", "rnn_cell", "nasbench201")
+
+CNN_LAYER_TYPES = ("conv", "maxpool", "avgpool")
+RNN_COMBINES = ("add", "elem_mult", "max")
+RNN_ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "sin")
+NB201_OPS = ("none", "skip_connect", "conv_1x1", "conv_3x3", "avg_pool_3x3")
+NB201_EDGES = ("1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2")
+
+
+def _require(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise ContractError(f"{where}: {msg}")
+
+
+def _pos_int(value: Any, where: str) -> int:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+             where, f"must be a positive integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Architecture:
+    space: str
+    spec: dict
+    tokens: list = field(default_factory=list)
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "space": self.space,
+            "tokens": list(self.tokens),
+            "spec": copy.deepcopy(self.spec),
+        }
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping, where: str = "architecture") -> "Architecture":
+        _require(isinstance(doc, Mapping), where, f"must be a mapping, got {type(doc).__name__}")
+        api = doc.get("apiVersion", API_VERSION)
+        _require(api == API_VERSION, f"{where}.apiVersion",
+                 f"unsupported version {api!r} (this kubenas reads {API_VERSION!r})")
+        kind = doc.get("kind", KIND)
+        _require(kind == KIND, f"{where}.kind", f"must be {KIND!r}, got {kind!r}")
+        space = doc.get("space")
+        _require(space in SPACES, f"{where}.space", f"must be one of {list(SPACES)}, got {space!r}")
+        tokens = doc.get("tokens", [])
+        _require(isinstance(tokens, list) and all(isinstance(t, int) for t in tokens),
+                 f"{where}.tokens", "must be a list of integers")
+        spec = doc.get("spec")
+        _require(isinstance(spec, Mapping), f"{where}.spec", "is required and must be a mapping")
+        VALIDATORS[space](spec, f"{where}.spec")
+        return cls(space=space, spec=copy.deepcopy(dict(spec)), tokens=list(tokens))
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "architecture") -> "Architecture":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"{where}: not valid JSON ({exc})") from exc
+        return cls.from_dict(doc, where)
+
+    def key(self) -> str:
+        """A stable identity for caching and de-duplication (spec only, canonical JSON)."""
+        return json.dumps({"space": self.space, "spec": self.spec}, sort_keys=True,
+                          separators=(",", ":"))
+
+
+# -- space validators ----------------------------------------------------------------------
+
+def validate_cnn(spec: Mapping, where: str) -> None:
+    layers = spec.get("layers")
+    _require(isinstance(layers, list) and layers, f"{where}.layers", "must be a non-empty list")
+    seen = {"input"}
+    for i, layer in enumerate(layers):
+        w = f"{where}.layers[{i}]"
+        _require(isinstance(layer, Mapping), w, "must be a mapping")
+        name = layer.get("name")
+        _require(isinstance(name, str) and name, f"{w}.name", "must be a non-empty string")
+        _require(name not in seen, f"{w}.name", f"duplicate or reserved layer name {name!r}")
+        ltype = layer.get("type", "conv")
+        _require(ltype in CNN_LAYER_TYPES, f"{w}.type",
+                 f"must be one of {list(CNN_LAYER_TYPES)}, got {ltype!r}")
+        inputs = layer.get("inputs", [])
+        _require(isinstance(inputs, list), f"{w}.inputs", "must be a list of layer names")
+        for j, src in enumerate(inputs):
+            _require(src in seen, f"{w}.inputs[{j}]",
+                     f"{src!r} is not 'input' or an earlier layer's name")
+        for key in ("filter_height", "filter_width"):
+            _pos_int(layer.get(key), f"{w}.{key}")
+        for key in ("stride_height", "stride_width"):
+            _pos_int(layer.get(key, 1), f"{w}.{key}")
+        if ltype == "conv":
+            _pos_int(layer.get("num_filters"), f"{w}.num_filters")
+        seen.add(name)
+
+
+def validate_rnn_cell(spec: Mapping, where: str) -> None:
+    base = spec.get("base")
+    _pos_int(base, f"{where}.base")
+    _require(base >= 2 and (base & (base - 1)) == 0, f"{where}.base",
+             f"must be a power of two >= 2, got {base}")
+    nodes = spec.get("nodes")
+    n_nodes = 2 * base - 1
+    _require(isinstance(nodes, list) and len(nodes) == n_nodes, f"{where}.nodes",
+             f"must list {n_nodes} nodes for base {base}")
+    for i, node in enumerate(nodes):
+        w = f"{where}.nodes[{i}]"
+        _require(isinstance(node, Mapping), w, "must be a mapping")
+        _require(node.get("combine") in RNN_COMBINES, f"{w}.combine",
+                 f"must be one of {list(RNN_COMBINES)}, got {node.get('combine')!r}")
+        _require(node.get("activation") in RNN_ACTIVATIONS, f"{w}.activation",
+                 f"must be one of {list(RNN_ACTIVATIONS)}, got {node.get('activation')!r}")
+    inject = spec.get("cell_inject")
+    _require(isinstance(inject, Mapping), f"{where}.cell_inject", "is required")
+    node = inject.get("node")
+    _require(isinstance(node, int) and 0 <= node < n_nodes - 1, f"{where}.cell_inject.node",
+             f"must be a non-root node index in [0, {n_nodes - 2}], got {node!r}")
+    _require(inject.get("combine") in RNN_COMBINES, f"{where}.cell_inject.combine",
+             f"must be one of {list(RNN_COMBINES)}")
+    _require(inject.get("activation") in RNN_ACTIVATIONS, f"{where}.cell_inject.activation",
+             f"must be one of {list(RNN_ACTIVATIONS)}")
+    idx = spec.get("cell_index")
+    _require(isinstance(idx, int) and 0 <= idx < n_nodes - 1, f"{where}.cell_index",
+             f"must be a non-root node index in [0, {n_nodes - 2}], got {idx!r}")
+
+
+def validate_nasbench201(spec: Mapping, where: str) -> None:
+    edges = spec.get("edges")
+    _require(isinstance(edges, Mapping), f"{where}.edges", "must be a mapping")
+    _require(set(edges) == set(NB201_EDGES), f"{where}.edges",
+             f"must have exactly the edges {list(NB201_EDGES)}")
+    for e in NB201_EDGES:
+        _require(edges[e] in NB201_OPS, f"{where}.edges[{e!r}]",
+                 f"must be one of {list(NB201_OPS)}, got {edges[e]!r}")
+
+
+VALIDATORS = {"cnn": validate_cnn, "rnn_cell": validate_rnn_cell,
+              "nasbench201": validate_nasbench201}

@@ -1,0 +1,1 @@
+"""The embedded default: children as local processes, results on the local filesystem."""

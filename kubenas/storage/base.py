@@ -1,0 +1,88 @@
+"""Object storage behind one small interface.
+
+Everything the system persists goes through this: result records (create-only), trainer
+checkpoints (overwrite), the controller's state (compare-and-swap on an ETag), datasets.
+Keys are '/'-separated relative paths; a store is rooted at a prefix.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Optional
+
+
+class StorageError(RuntimeError):
+    """The store could not be reached or answered with an unexpected error (retryable)."""
+
+
+class NotFound(KeyError):
+    """No object under that key."""
+
+
+class AlreadyExists(RuntimeError):
+    """A create-only put found an object already there (the first writer won)."""
+
+
+class PreconditionFailed(RuntimeError):
+    """A compare-and-swap put lost: the object changed since its ETag was read."""
+
+
+class ObjectStore(abc.ABC):
+    """The storage interface. ``etag`` values are opaque strings."""
+
+    @abc.abstractmethod
+    def put_new(self, key: str, data: bytes) -> str:
+        """Create ``key`` only if absent; return its ETag. Raise AlreadyExists otherwise."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes) -> str:
+        """Create or overwrite ``key``; return its ETag."""
+
+    @abc.abstractmethod
+    def put_if_match(self, key: str, data: bytes, etag: Optional[str]) -> str:
+        """Compare-and-swap: write only if the current ETag is ``etag`` (None: only if absent).
+
+        Raise PreconditionFailed when the object changed (or, for None, exists)."""
+
+    @abc.abstractmethod
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """Return (data, etag). Raise NotFound."""
+
+    def get(self, key: str) -> bytes:
+        return self.get_with_etag(key)[0]
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """All keys starting with ``prefix``, sorted."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.get_with_etag(key)
+            return True
+        except NotFound:
+            return False
+
+    @abc.abstractmethod
+    def url(self) -> str:
+        """A URL naming this store's root (file:///... or s3://bucket/prefix), no secrets."""
+
+
+def open_store(url: str, **options) -> ObjectStore:
+    """Open a store from a URL: ``file:///abs/dir``, a plain path, or ``s3://bucket/prefix``.
+
+    S3 options (endpoint_url, region) come from keyword arguments or the environment
+    (KUBENAS_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); never from the URL.
+    """
+    if url.startswith("s3://"):
+        from kubenas.storage.s3 import S3Store  # boto3 only loaded when asked for
+
+        bucket, _, prefix = url[len("s3://"):].partition("/")
+        return S3Store(bucket=bucket, prefix=prefix, **options)
+    from kubenas.storage.local import LocalStore
+
+    path = url[len("file://"):] if url.startswith("file://") else url
+    return LocalStore(path)

@@ -1,0 +1,1 @@
+"""Kubernetes: CRDs, the Trial -> Job reconcile loop and the Kubernetes executor. Never imports torch."""

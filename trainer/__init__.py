@@ -1,0 +1,1 @@
+"""The child: builds the network an architecture describes, trains it, writes its result."""
