@@ -1,0 +1,3 @@
+from kubenas.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""The one command every role runs: `kubenas run | train-child | controller | operator | benchmark`.
+
+Imports are lazy so each role loads only its room (the operator never loads torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from kubenas.contracts import ContractError
+
+
+def _err(msg: str) -> int:
+    print(f"kubenas: error: {msg}", file=sys.stderr)
+    return 2
+
+
+# -- kubenas run ------------------------------------------------------------------------------
+
+def _strategy_factory(exp):
+    from kubenas.controller.spaces import make_space
+    from kubenas.controller.strategies import make_strategy
+
+    def factory():
+        space = make_space(exp.space, exp.space_options)
+        return make_strategy(exp.strategy, space, exp.strategy_options, exp.seed)
+
+    factory()  # validate space and strategy options before anything starts
+    return factory
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kubenas.experiment import load_experiment
+
+    try:
+        exp = load_experiment(args.experiment)
+        factory = _strategy_factory(exp)
+        from kubenas.trainer.config import validate_trainer_config
+
+        trainer_config = validate_trainer_config(exp.trainer, space=exp.space, where="spec.trainer")
+    except ContractError as exc:
+        return _err(str(exc))
+
+    from kubenas.controller.loop import LoopEvent, SearchLoop
+    from kubenas.controller.results import StoreResultSource
+    from kubenas.local.executor import ProcessExecutor
+    from kubenas.local.report import write_outputs
+    from kubenas.storage import open_store
+
+    workdir = Path(args.workdir or f"runs/{exp.name}").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    store_url = exp.storage.get("url") or (workdir / "store").as_uri()
+    store = open_store(store_url, endpoint_url=exp.storage.get("endpoint"))
+    parallelism = args.parallelism or exp.parallelism
+    executor = ProcessExecutor(exp.name, trainer_config, store, workdir, parallelism=parallelism)
+    results = StoreResultSource(store)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=exp.max_trials, unit="trial", desc=exp.name, disable=args.no_progress,
+               dynamic_ncols=True)
+    best = {"reward": None}
+
+    def on_event(e: LoopEvent) -> None:
+        if e.kind == "resumed":
+            bar.write(f"resuming {exp.name}: {e.info['applied']} results applied, "
+                      f"{e.info['sampled'] - e.info['applied']} trials to finish")
+            bar.update(e.info["applied"])
+        elif e.kind == "applied":
+            if e.reward is not None and (best["reward"] is None or e.reward > best["reward"]):
+                best["reward"] = e.reward
+            bar.update(1)
+            bar.set_postfix(best=f"{best['reward']:.4f}" if best["reward"] is not None else "-",
+                            running=len(executor.running))
+            if e.status == "failed":
+                bar.write(f"{e.trial_id} failed (see {workdir}/trials/{e.trial_id}/child.log)")
+
+    t0 = time.time()
+    loop = SearchLoop(exp, factory, executor, results, store, on_event=on_event)
+    for tid, rec in loop.applied.items():
+        if rec["reward"] is not None and (best["reward"] is None or rec["reward"] > best["reward"]):
+            best["reward"] = rec["reward"]
+    try:
+        loop.run()
+    except KeyboardInterrupt:
+        bar.close()
+        executor.close()
+        print(f"\ninterrupted: state is saved; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        executor.close()
+    bar.close()
+    summary = write_outputs(results.all(), store, workdir)
+    summary["seconds"] = round(time.time() - t0, 1)
+    print(json.dumps(summary, indent=1))
+    print(f"outputs in {workdir}: leaderboard.csv best_architecture.json best_model.pt rewards.png")
+    return 0
+
+
+# -- kubenas train-child ------------------------------------------------------------------------
+
+def _read_json_arg(inline: str | None, path: str | None, what: str) -> dict:
+    if (inline is None) == (path is None):
+        raise ContractError(f"--{what}-json or --{what}-file: give exactly one")
+    try:
+        return json.loads(inline if inline is not None else Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ContractError(f"--{what}: cannot read ({exc})") from exc
+
+
+def cmd_train_child(args: argparse.Namespace) -> int:
+    from kubenas.contracts import Architecture
+    from kubenas.storage import StorageError, open_store
+
+    try:
+        arch = Architecture.from_dict(_read_json_arg(args.architecture_json, args.architecture_file,
+                                                     "architecture"))
+        config = _read_json_arg(args.trainer_config_json, args.trainer_config_file, "trainer-config")
+    except ContractError as exc:
+        return _err(str(exc))
+    from kubenas.trainer.child import train_child
+
+    try:
+        store = open_store(args.store)
+        record = train_child(trial_id=args.trial_id, experiment=args.experiment, architecture=arch,
+                             trainer_config=config, store=store, cache_dir=args.cache_dir)
+    except StorageError as exc:
+        # Exit non-zero so the Job (or the local executor) retries; the checkpoint survives.
+        print(f"kubenas: storage unavailable: {exc}", file=sys.stderr)
+        return 3
+    print(json.dumps({"trial_id": record.trial_id, "status": record.status,
+                      "reward": record.reward, "reason": record.reason}))
+    return 0
+
+
+# -- kubenas controller / operator / benchmark --------------------------------------------------
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    from kubenas.incluster import run_controller
+
+    return run_controller(experiment=args.experiment, namespace=args.namespace,
+                          replica=args.replica, metrics_port=args.metrics_port)
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    from kubenas.operator.main import run
+
+    run(namespace=args.namespace, resync_seconds=args.resync_seconds,
+        metrics_port=args.metrics_port)
+    return 0
+
+
+def cmd_benchmark(argv: list[str]) -> int:
+    from kubenas.controller.benchmark import main as bench_main
+
+    return bench_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kubenas", description=__doc__.splitlines()[0])
+    p.add_argument("--log-level", default=os.environ.get("KUBENAS_LOG_LEVEL", "WARNING"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a whole search on this machine")
+    r.add_argument("experiment", help="experiment YAML file")
+    r.add_argument("--workdir", help="where state and outputs go (default runs/<name>)")
+    r.add_argument("--parallelism", type=int, help="children training at once (overrides the file)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("train-child", help="train one child and write its result record")
+    t.add_argument("--experiment", required=True)
+    t.add_argument("--trial-id", required=True)
+    t.add_argument("--architecture-json")
+    t.add_argument("--architecture-file")
+    t.add_argument("--trainer-config-json")
+    t.add_argument("--trainer-config-file")
+    t.add_argument("--store", required=True, help="file:///dir or s3://bucket/prefix")
+    t.add_argument("--cache-dir", default=os.environ.get("KUBENAS_CACHE_DIR"))
+    t.set_defaults(func=cmd_train_child)
+
+    c = sub.add_parser("controller", help="run an Experiment's search in the cluster")
+    c.add_argument("--experiment", required=True)
+    c.add_argument("--namespace", default=os.environ.get("KUBENAS_NAMESPACE", "default"))
+    c.add_argument("--replica", default=os.environ.get("HOSTNAME", "controller-0"))
+    c.add_argument("--metrics-port", type=int, default=None)
+    c.set_defaults(func=cmd_controller)
+
+    o = sub.add_parser("operator", help="reconcile Trials into Jobs")
+    o.add_argument("--namespace", default=os.environ.get("KUBENAS_WATCH_NAMESPACE") or None)
+    o.add_argument("--resync-seconds", type=float, default=30.0)
+    o.add_argument("--metrics-port", type=int, default=None)
+    o.set_defaults(func=cmd_operator)
+
+    sub.add_parser("benchmark", help="compare strategies on the NAS-Bench-201 table",
+                   add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["benchmark"]:
+        return cmd_benchmark(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

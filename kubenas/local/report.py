@@ -1,0 +1,84 @@
+"""The run's outputs: leaderboard.csv, best_architecture.json, best_model.pt, rewards.png."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Optional
+
+from kubenas.contracts import ResultRecord
+from kubenas.storage import NotFound, ObjectStore
+
+MODEL_KEY = "models/{trial_id}.pt"
+
+
+def _best_val(r: ResultRecord) -> Optional[float]:
+    vals = [m.val_acc for m in r.metrics if m.val_acc is not None]
+    return max(vals) if vals else None
+
+
+def write_leaderboard(results: list[ResultRecord], path: Path) -> None:
+    ranked = sorted(results, key=lambda r: (not r.succeeded, -(r.reward or 0.0), r.trial_id))
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["rank", "trial_id", "status", "reward", "best_val_metric", "params",
+                    "train_seconds", "tokens", "reason"])
+        for rank, r in enumerate(ranked, 1):
+            w.writerow([rank, r.trial_id, r.status,
+                        "" if r.reward is None else f"{r.reward:.6f}",
+                        "" if _best_val(r) is None else f"{_best_val(r):.6f}",
+                        r.extra.get("params", ""), r.timings.get("train_seconds", ""),
+                        " ".join(map(str, r.architecture.tokens)), r.reason or ""])
+
+
+def write_reward_plot(results: list[ResultRecord], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(results, key=lambda r: r.trial_id)
+    xs, ys, best, running = [], [], [], None
+    for i, r in enumerate(ordered):
+        if r.succeeded:
+            xs.append(i)
+            ys.append(r.reward)
+            running = r.reward if running is None else max(running, r.reward)
+        best.append(running)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter(xs, ys, s=14, alpha=0.7, label="reward per trial")
+    ax.step(range(len(best)), [b if b is not None else float("nan") for b in best],
+            where="post", color="C3", label="running best")
+    failed = [i for i, r in enumerate(ordered) if not r.succeeded]
+    if failed:
+        ax.scatter(failed, [0] * len(failed), marker="x", color="grey", label="failed")
+    ax.set_xlabel("trial (sample order)")
+    ax.set_ylabel("reward")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(results: list[ResultRecord], store: ObjectStore, outdir: Path) -> dict:
+    """Write every output file; returns a summary for the CLI to print."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    write_leaderboard(results, outdir / "leaderboard.csv")
+    write_reward_plot(results, outdir / "rewards.png")
+    ok = [r for r in results if r.succeeded]
+    summary = {"trials": len(results), "succeeded": len(ok), "failed": len(results) - len(ok)}
+    if not ok:
+        return summary
+    best = max(ok, key=lambda r: r.reward)
+    (outdir / "best_architecture.json").write_text(json.dumps(
+        {**best.architecture.to_dict(), "trial_id": best.trial_id, "reward": best.reward,
+         "metrics": [m.__dict__ for m in best.metrics]}, indent=1))
+    summary.update(best_trial=best.trial_id, best_reward=best.reward)
+    try:
+        (outdir / "best_model.pt").write_bytes(store.get(MODEL_KEY.format(trial_id=best.trial_id)))
+        summary["best_model"] = str(outdir / "best_model.pt")
+    except NotFound:
+        summary["best_model"] = None
+    return summary
