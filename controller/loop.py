@@ -198,6 +198,9 @@ class SearchLoop:
 
     # -- driver ------------------------------------------------------------------------------
     def run(self, deadline: Optional[float] = None) -> dict:
+        # Apply what finished while we were away before re-submitting the rest, so a trial
+        # whose result is already in the store is never started again.
+        self.collect()
         self.submit_pending()
         while not self.done():
             if deadline is not None and time.monotonic() > deadline:

@@ -67,3 +67,31 @@ class SearchSpace(abc.ABC):
     def options(self) -> dict:
         """The space's settings, for logs and the run summary."""
         return {}
+
+
+def flatten_actions(actions: Sequence[Action]) -> list[int]:
+    """The architecture's compact ``tokens``: categorical indices, anchor bits spliced in."""
+    tokens: list[int] = []
+    for a in actions:
+        if isinstance(a, tuple):
+            tokens.extend(int(b) for b in a)
+        else:
+            tokens.append(int(a))
+    return tokens
+
+
+def unflatten_tokens(plan: Sequence[Decision], tokens: Sequence[int]) -> list[Action]:
+    """Inverse of ``flatten_actions`` along ``plan`` (anchor i takes i bits)."""
+    need = sum(d.layer if d.kind == "anchor" else 1 for d in plan)
+    if need != len(tokens):
+        raise ValueError(f"{len(tokens)} tokens do not fit a plan that needs {need}")
+    actions: list[Action] = []
+    pos = 0
+    for d in plan:
+        if d.kind == "anchor":
+            actions.append(tuple(int(b) for b in tokens[pos:pos + d.layer]))
+            pos += d.layer
+        else:
+            actions.append(int(tokens[pos]))
+            pos += 1
+    return actions

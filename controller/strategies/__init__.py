@@ -1,0 +1,53 @@
+"""Strategies and their registry.
+
+``make_strategy(name, space, options, seed)`` builds the experiment's ``search.strategy``
+with its ``search.strategyOptions``. Factories import their module on first use, so the
+torch-free strategies (random, evolution) never import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional
+
+from kubenas.contracts import ContractError
+from kubenas.controller.spaces.base import SearchSpace
+from kubenas.controller.strategies.base import Feedback, Proposal, Strategy
+
+
+def _reinforce(*args, **kw) -> Strategy:
+    from kubenas.controller.strategies.reinforce import ReinforceStrategy
+    return ReinforceStrategy(*args, **kw)
+
+
+def _random(*args, **kw) -> Strategy:
+    from kubenas.controller.strategies.random_search import RandomStrategy
+    return RandomStrategy(*args, **kw)
+
+
+def _evolution(*args, **kw) -> Strategy:
+    from kubenas.controller.strategies.evolution import EvolutionStrategy
+    return EvolutionStrategy(*args, **kw)
+
+
+# name -> factory(space, options, seed, where=...) -> Strategy
+STRATEGIES: dict[str, Callable[..., Strategy]] = {
+    "reinforce": _reinforce,
+    "random": _random,
+    "evolution": _evolution,
+}
+
+
+def make_strategy(name: str, space: SearchSpace, options: Optional[Mapping] = None,
+                  seed: int = 0, *, where: str = "search.strategyOptions") -> Strategy:
+    """The strategy ``name`` over ``space``; options are camelCase from the YAML, and an
+    unknown or ill-typed one raises ContractError naming ``<where>.<key>``."""
+    if name not in STRATEGIES:
+        raise ContractError(f"search.strategy: unknown strategy {name!r} "
+                            f"(known: {', '.join(sorted(STRATEGIES))})")
+    # A space may carry tuned defaults per strategy (``strategy_defaults``, e.g. nasbench201);
+    # the experiment's own options override them.
+    defaults = dict(getattr(space, "strategy_defaults", {}).get(name, {}))
+    return STRATEGIES[name](space, {**defaults, **dict(options or {})}, seed, where=where)
+
+
+__all__ = ["Feedback", "Proposal", "STRATEGIES", "Strategy", "make_strategy"]

@@ -1,0 +1,185 @@
+"""`kubenas controller --experiment NAME`: one Experiment's search, run as a Deployment.
+
+The composition of the controller room (strategy, loop) with the operator room's Kubernetes
+executor. Results come from object storage; the controller's whole state lives there too, so
+the pod is disposable: kill it and the next one resumes. With ``replicas: K`` the replicas
+share the policy through compare-and-swap on the state object (the paper's §3.3 scheme).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from kubenas.contracts import ContractError
+
+log = logging.getLogger("kubenas.controller")
+
+STATUS_INTERVAL = 2.0  # seconds between Experiment status writes while searching
+
+
+class _Stop(Exception):
+    pass
+
+
+def _condition(type_: str, status: str, reason: str, message: str) -> dict:
+    return {"type": type_, "status": status, "reason": reason, "message": message[:1000]}
+
+
+def publish_outputs(store, results) -> dict:
+    """leaderboard.csv, best_architecture.json, best_model.pt, rewards.png under outputs/."""
+    from kubenas.local.report import write_outputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = write_outputs(results, store, Path(tmp))
+        for f in sorted(Path(tmp).iterdir()):
+            store.put(f"outputs/{f.name}", f.read_bytes())
+    return summary
+
+
+def run_controller(experiment: str, namespace: str = "default", replica: str = "controller-0",
+                   metrics_port: Optional[int] = None, api_client=None,
+                   stop_event: Optional[threading.Event] = None, poll_interval: float = 1.0,
+                   idle_when_done: bool = True) -> int:
+    from kubenas.controller.loop import LoopEvent, SearchLoop
+    from kubenas.controller.results import StoreResultSource
+    from kubenas.operator.executor import KubernetesExecutor
+    from kubenas.storage import open_store
+
+    stop_event = stop_event or threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, lambda *_: stop_event.set())
+        except ValueError:  # not the main thread (tests run the controller in a thread)
+            pass
+    metrics = _Metrics(metrics_port)
+
+    try:
+        executor = KubernetesExecutor(experiment, namespace, api_client=api_client)
+    except ContractError as exc:
+        return _invalid(experiment, namespace, api_client, str(exc), stop_event, idle_when_done)
+    exp = executor.experiment
+    write = executor.write_status
+    try:
+        from kubenas.cli import _strategy_factory
+        from kubenas.trainer.config import validate_trainer_config
+
+        factory = _strategy_factory(exp)
+        validate_trainer_config(exp.trainer, space=exp.space, where="spec.trainer")
+    except ContractError as exc:
+        return _invalid(experiment, namespace, api_client, str(exc), stop_event, idle_when_done,
+                        executor=executor)
+
+    store = open_store(exp.storage["url"], endpoint_url=exp.storage.get("endpoint"))
+    results = StoreResultSource(store)
+    replicas = int((exp.spec.get("controller") or {}).get("replicas", 1))
+    last_status = [0.0]
+    loop_ref: list = []
+
+    def on_event(e: LoopEvent) -> None:
+        metrics.observe(e)
+        if stop_event.is_set():
+            raise _Stop()
+        now = time.monotonic()
+        loop = loop_ref[0] if loop_ref else None  # None while the loop is being constructed
+        if loop and e.kind == "applied" and now - last_status[0] > STATUS_INTERVAL:
+            last_status[0] = now
+            write(phase="Running", summary=loop.summary(),
+                  policy_version=_policy_version(loop))
+
+    loop = SearchLoop(exp, factory, executor, results, store, replica=replica,
+                      on_event=on_event, poll_interval=poll_interval, shared=replicas > 1)
+    loop_ref.append(loop)
+    write(phase="Running", summary=loop.summary(), conditions=[
+        _condition("Valid", "True", "SpecValid", "the experiment spec is valid")])
+    log.info("experiment %s/%s: %d sampled, %d applied; searching", namespace, experiment,
+             len(loop.sampled), len(loop.applied))
+    try:
+        while not loop.done():
+            reason = executor.stop_requested()
+            if reason:
+                log.info("experiment %s %s: stopping the search", experiment, reason)
+                return 0
+            loop.fill()
+            loop.collect(timeout=poll_interval)
+            if stop_event.is_set():
+                raise _Stop()
+    except _Stop:
+        log.info("controller %s stopping; state is in %s", replica, store.url())
+        return 0
+    summary = loop.summary()
+    outputs = publish_outputs(store, results.all())
+    write(phase="Succeeded", summary=summary, policy_version=_policy_version(loop),
+          message=f"{summary['applied']} trials; best {summary['bestTrial']} "
+                  f"reward {summary['bestReward']}; outputs in {store.url()}/outputs/",
+          conditions=[_condition("Complete", "True", "BudgetReached",
+                                 f"{summary['applied']} results applied")])
+    log.info("experiment %s done: %s", experiment, outputs)
+    return _idle(stop_event, idle_when_done)
+
+
+def _policy_version(loop) -> Optional[int]:
+    state = loop.strategy.state_dict()
+    version = state.get("policy_version", state.get("version"))
+    return version if isinstance(version, int) else None
+
+
+def _invalid(experiment, namespace, api_client, message, stop_event, idle, executor=None) -> int:
+    """A spec the schema could not reject: say so on the Experiment, create no Trials."""
+    from kubenas.operator.executor import write_experiment_status
+    from kubenas.operator.kube import Kube
+
+    log.error("experiment %s/%s is invalid: %s", namespace, experiment, message)
+    kube = executor.kube if executor else Kube(api_client)
+    write_experiment_status(kube, namespace, experiment, phase="Failed", message=message,
+                            conditions=[_condition("Valid", "False", "InvalidSpec", message)])
+    return _idle(stop_event, idle)
+
+
+def _idle(stop_event: threading.Event, idle: bool) -> int:
+    # A Deployment restarts a process that exits; once the search is over (or cannot start)
+    # the controller waits quietly until its Experiment, and so this Deployment, is deleted.
+    while idle and not stop_event.wait(30):
+        pass
+    return 0
+
+
+class _Metrics:
+    """Prometheus metrics of the search: results applied, rewards, policy updates."""
+
+    def __init__(self, port: Optional[int]) -> None:
+        self.enabled = port is not None
+        if not self.enabled:
+            return
+        from prometheus_client import Counter, Histogram, start_http_server
+
+        self.applied = Counter("kubenas_controller_results_applied_total",
+                               "Result records applied to the policy", ["status"])
+        self.updates = Counter("kubenas_controller_policy_updates_total",
+                               "Optimizer steps applied to the controller policy")
+        self.rewards = Histogram("kubenas_controller_reward", "Rewards of succeeded trials",
+                                 buckets=[i / 20 for i in range(21)])
+        self.sampled = Counter("kubenas_controller_trials_sampled_total", "Architectures sampled")
+        self.conflicts = Counter("kubenas_controller_state_conflicts_total",
+                                 "Compare-and-swap conflicts on the shared controller state")
+        start_http_server(port, addr=os.environ.get("KUBENAS_METRICS_ADDR", "0.0.0.0"))
+
+    def observe(self, e) -> None:
+        if not self.enabled:
+            return
+        if e.kind == "applied":
+            self.applied.labels(e.status).inc()
+            if e.reward is not None:
+                self.rewards.observe(e.reward)
+            if e.info.get("stepped"):
+                self.updates.inc()
+        elif e.kind == "sampled":
+            self.sampled.inc()
+        elif e.kind == "conflict":
+            self.conflicts.inc()

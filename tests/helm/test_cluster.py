@@ -1,0 +1,314 @@
+"""The chart on the dev cluster (real kube-apiserver 1.20 with RBAC): what it renders is
+accepted by the API server, `helm install` grants each identity exactly its permissions,
+and `helm uninstall` removes what it installed.
+
+RBAC is independent of the operator's code, so the operator pod is kept Pending here (its
+nodeSelector matches no node); running a whole search is the end-to-end test's job.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.k8s
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "kubenas"
+EXAMPLE = REPO / "examples" / "experiment.yaml"
+NOWHERE = {"kubenas.dev/pool": "no-such-pool"}   # keeps the operator pod Pending
+
+
+def kubectl(cluster, *args, check=True, input=None):
+    return cluster.run_kubectl(*args, check=check, input=input)
+
+
+def helm_k(helm, cluster, *args, check=True):
+    return helm.run(*args, "--kubeconfig", cluster.kubeconfig, check=check)
+
+
+def can(cluster, sa_ns: str, sa: str, verb: str, resource: str, namespace: str | None,
+        subresource: str | None = None, name: str | None = None) -> bool:
+    """`kubectl auth can-i` as the ServiceAccount, with the groups its real token carries."""
+    target = f"{resource}/{name}" if name else resource
+    args = ["auth", "can-i", verb, target,
+            f"--as=system:serviceaccount:{sa_ns}:{sa}",
+            "--as-group=system:serviceaccounts", f"--as-group=system:serviceaccounts:{sa_ns}",
+            "--as-group=system:authenticated"]
+    if subresource:
+        args.append(f"--subresource={subresource}")
+    args += ["--all-namespaces"] if namespace is None else ["-n", namespace]
+    proc = kubectl(cluster, *args, check=False)
+    answer = proc.stdout.strip()
+    assert answer in ("yes", "no"), f"kubectl auth can-i {' '.join(args)}: {proc.stderr}"
+    return answer == "yes"
+
+
+def sa_token(cluster, namespace: str, sa: str, timeout: float = 30) -> str:
+    """The ServiceAccount's token (1.20's token controller writes it into a Secret)."""
+    api = cluster.api()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        obj = api.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/{sa}")
+        for ref in obj.get("secrets") or []:
+            secret = api.get(f"/api/v1/namespaces/{namespace}/secrets/{ref['name']}")
+            if (secret.get("data") or {}).get("token"):
+                return base64.b64decode(secret["data"]["token"]).decode()
+        time.sleep(0.5)
+    raise AssertionError(f"no token for ServiceAccount {namespace}/{sa}")
+
+
+@pytest.fixture
+def namespaces(dev_cluster):
+    made = []
+
+    def make(prefix: str) -> str:
+        made.append(dev_cluster.create_namespace(prefix))
+        return made[-1]
+
+    yield make
+    for ns in made:
+        dev_cluster.delete_namespace(ns)
+
+
+def test_rendered_chart_and_example_pass_server_side_validation(dev_cluster, helm, namespaces):
+    ns = namespaces("chart")
+    for values in (
+        {"operator": {"nodeSelector": NOWHERE}},
+        {"operator": {"nodeSelector": NOWHERE}, "watchNamespaces": [ns],
+         "storage": {"existingSecret": "", "accessKeyId": "a", "secretAccessKey": "b",
+                     "endpoint": "http://127.0.0.1:8333"},
+         "workerPools": [{"name": "gpu", "gpusPerTrial": 1, "maxInFlight": 2,
+                          "nodeSelector": {"kubenas.dev/pool": "pool-a"},
+                          "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                          "resources": {"cpu": "1", "memory": "1Gi"}}]},
+    ):
+        rendered = helm.run(*helm.template_args(values, namespace=ns)).stdout
+        # --validate checks every field against the server's OpenAPI; --dry-run=server runs
+        # admission and the API server's own validation without persisting anything.
+        proc = kubectl(dev_cluster, "apply", "--dry-run=server", "--validate=true", "-n", ns,
+                       "-f", "-", input=rendered, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.count("(server dry run)") == len(helm.parse_docs(rendered))
+    proc = kubectl(dev_cluster, "apply", "--dry-run=server", "--validate=true", "-n", ns,
+                   "-f", str(EXAMPLE), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "experiment.kubenas.dev/digits-demo created (server dry run)" in proc.stdout
+
+
+def test_install_grants_least_privilege_and_uninstall_cleans_up(dev_cluster, helm, namespaces):
+    home, team, other = namespaces("nas"), namespaces("team"), namespaces("other")
+    values = {"watchNamespaces": [team],
+              "operator": {"nodeSelector": NOWHERE},
+              "storage": {"existingSecret": "", "accessKeyId": "AKIDEXAMPLE",
+                          "secretAccessKey": "s3cr3t"}}
+    out = helm_k(helm, dev_cluster, "install", "rel", str(CHART), "--namespace", home,
+                 "-f", helm.values_file(values)).stdout
+    assert "STATUS: deployed" in out
+    assert f"kubectl -n {team} get experiments,trials,jobs" in out, "NOTES tell how to watch"
+
+    op, ctl, trial = "rel-kubenas-operator", "rel-kubenas-controller", "rel-kubenas-trial"
+    secret = "rel-kubenas-s3"
+
+    # -- the operator: its work in the watched namespace, nothing else anywhere.
+    for verb, res, sub in [("create", "jobs.batch", None), ("delete", "jobs.batch", None),
+                           ("watch", "jobs.batch", None),
+                           ("create", "deployments.apps", None), ("delete", "deployments.apps", None),
+                           ("list", "pods", None), ("watch", "experiments.kubenas.dev", None),
+                           ("update", "experiments.kubenas.dev", "status"),
+                           ("patch", "trials.kubenas.dev", "status"),
+                           ("delete", "trials.kubenas.dev", None), ("create", "events", None)]:
+        assert can(dev_cluster, home, op, verb, res, team, sub), f"operator cannot {verb} {res} {sub or ''}"
+    for verb, res, ns, name in [("get", "secrets", team, None), ("list", "secrets", team, None),
+                                ("get", "secrets", team, secret), ("get", "secrets", home, secret),
+                                ("create", "pods", team, None),
+                                ("update", "experiments.kubenas.dev", team, None),
+                                ("create", "rolebindings.rbac.authorization.k8s.io", team, None),
+                                ("create", "jobs.batch", other, None),
+                                ("list", "experiments.kubenas.dev", other, None),
+                                ("create", "jobs.batch", home, None),
+                                ("list", "experiments.kubenas.dev", None, None),
+                                ("list", "jobs.batch", None, None),
+                                ("list", "nodes", None, None)]:
+        assert not can(dev_cluster, home, op, verb, res, ns, name=name), \
+            f"operator may {verb} {res}{'/' + name if name else ''} in {ns or 'all namespaces'}"
+    assert not can(dev_cluster, home, op, "create", "pods", team, subresource="exec")
+
+    # -- the controller: Trials and its Experiment only.
+    for verb, res, sub in [("create", "trials.kubenas.dev", None), ("list", "trials.kubenas.dev", None),
+                           ("watch", "trials.kubenas.dev", None), ("get", "experiments.kubenas.dev", None),
+                           ("update", "experiments.kubenas.dev", None),
+                           ("patch", "experiments.kubenas.dev", "status"), ("create", "events", None)]:
+        assert can(dev_cluster, team, ctl, verb, res, team, sub), f"controller cannot {verb} {res} {sub or ''}"
+    for verb, res, ns in [("create", "jobs.batch", team), ("create", "deployments.apps", team),
+                          ("list", "pods", team), ("get", "secrets", team), ("list", "secrets", team),
+                          ("delete", "trials.kubenas.dev", team),
+                          ("update", "trials.kubenas.dev", team),
+                          ("create", "trials.kubenas.dev", other),
+                          ("create", "trials.kubenas.dev", home)]:
+        assert not can(dev_cluster, team, ctl, verb, res, ns), f"controller may {verb} {res} in {ns}"
+
+    # -- trials: nothing.
+    for verb, res in [("get", "trials.kubenas.dev"), ("list", "pods"), ("get", "secrets"),
+                      ("create", "events")]:
+        assert not can(dev_cluster, team, trial, verb, res, team), f"trial may {verb} {res}"
+
+    # -- the same through the ServiceAccounts' real tokens, not impersonation.
+    ctl_token = sa_token(dev_cluster, team, ctl)
+    proc = kubectl(dev_cluster, f"--token={ctl_token}", "-n", team, "get", "trials.kubenas.dev",
+                   check=False)
+    assert proc.returncode == 0, proc.stderr
+    proc = kubectl(dev_cluster, f"--token={ctl_token}", "-n", team, "get", "secret", secret,
+                   check=False)
+    assert proc.returncode != 0 and "forbidden" in proc.stderr.lower(), proc.stderr
+    op_token = sa_token(dev_cluster, home, op)
+    proc = kubectl(dev_cluster, f"--token={op_token}", "-n", other, "get", "jobs", check=False)
+    assert proc.returncode != 0 and "forbidden" in proc.stderr.lower(), proc.stderr
+    proc = kubectl(dev_cluster, f"--token={op_token}", "-n", team, "get", "jobs,deployments,pods",
+                   check=False)
+    assert proc.returncode == 0, proc.stderr
+
+    # -- what was installed, and what uninstall leaves.
+    sel = "app.kubernetes.io/instance=rel"
+    kinds = "deployments,services,serviceaccounts,roles.rbac.authorization.k8s.io," \
+            "rolebindings.rbac.authorization.k8s.io,secrets"
+
+    def installed() -> dict:
+        return {ns: kubectl(dev_cluster, "get", kinds, "-n", ns, "-l", sel, "-o", "name").stdout.split()
+                for ns in (home, team, other)}
+
+    before = installed()
+    assert sorted(before[home]) == sorted([
+        f"deployment.apps/{op}", f"service/{op}-metrics", f"serviceaccount/{op}", f"secret/{secret}"])
+    assert sorted(before[team]) == sorted([
+        f"service/{ctl}-metrics", f"serviceaccount/{ctl}", f"serviceaccount/{trial}",
+        f"role.rbac.authorization.k8s.io/{op}", f"role.rbac.authorization.k8s.io/{ctl}",
+        f"rolebinding.rbac.authorization.k8s.io/{op}", f"rolebinding.rbac.authorization.k8s.io/{ctl}",
+        f"secret/{secret}"])
+    assert before[other] == []
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        pods = kubectl(dev_cluster, "get", "pods", "-n", home, "-l", sel, "-o",
+                       "jsonpath={.items[*].spec.serviceAccountName}").stdout.split()
+        if pods:
+            break
+        time.sleep(1)
+    assert pods == [op], "the operator pod runs as the operator ServiceAccount"
+
+    helm_k(helm, dev_cluster, "uninstall", "rel", "--namespace", home)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        left = installed()
+        left[home] += kubectl(dev_cluster, "get", "pods", "-n", home, "-l", sel, "-o", "name").stdout.split()
+        if not any(left.values()):
+            break
+        time.sleep(1)
+    assert not any(left.values()), f"helm uninstall left {left}"
+    assert not can(dev_cluster, home, op, "create", "jobs.batch", team)
+    # Helm never deletes CRDs (that would delete every Experiment); they stay.
+    kubectl(dev_cluster, "get", "crd", "experiments.kubenas.dev", "trials.kubenas.dev")
+
+
+def test_install_with_bad_values_creates_nothing(dev_cluster, helm, namespaces):
+    ns = namespaces("bad")
+    proc = helm_k(helm, dev_cluster, "install", "bad", str(CHART), "--namespace", ns, "-f",
+                  helm.values_file({"workerPools": [{"name": "a", "maxInFlight": 0}]}), check=False)
+    assert proc.returncode != 0
+    assert "workerPools.0.maxInFlight" in proc.stderr, proc.stderr
+    assert helm_k(helm, dev_cluster, "list", "--namespace", ns, "-q").stdout.strip() == ""
+    assert kubectl(dev_cluster, "get", "deployments,roles.rbac.authorization.k8s.io", "-n", ns,
+                   "-o", "name").stdout.strip() == ""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(what: str, fn, timeout: float, every: float = 1.0):
+    deadline = time.time() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def test_operator_installed_by_the_chart_runs_a_trial_under_its_own_identity(
+        dev_cluster, helm, namespaces):
+    """The chart's permissions are enough, not only small: the operator (running in its pod
+    with its ServiceAccount's token) turns a Trial that the controller's identity created
+    into a Job, the child trains on a worker-pool node and the operator reads its result from
+    S3 with the credentials the chart passed through secretKeyRef."""
+    import json
+    import random
+
+    import yaml
+
+    from kubenas.controller.spaces import make_space
+
+    s3 = dev_cluster.s3
+    ns = namespaces("run")
+    values = {"storage": {"existingSecret": "", "accessKeyId": s3.access_key,
+                          "secretAccessKey": s3.secret_key, "endpoint": s3.endpoint,
+                          "bucket": s3.bucket},
+              # pods of the dev cluster share the host's network: no fixed port
+              "metrics": {"port": _free_port()}}
+    helm_k(helm, dev_cluster, "install", "kubenas", str(CHART), "--namespace", ns,
+           "-f", helm.values_file(values))
+    try:
+        _wait("the operator pod to run", lambda: kubectl(
+            dev_cluster, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator",
+            "-o", "jsonpath={.items[*].status.phase}").stdout == "Running", 90)
+
+        exp = yaml.safe_load(EXAMPLE.read_text())
+        name = exp["metadata"]["name"]
+        exp["spec"]["storage"].update(url=f"s3://{s3.bucket}/test-{ns}/{name}",
+                                      endpoint=s3.endpoint, secretName="kubenas-s3")
+        exp["spec"]["trainer"].update(epochs=1, saveModel=False)
+        kubectl(dev_cluster, "apply", "-n", ns, "-f", "-", input=json.dumps(exp))
+
+        space = make_space(exp["spec"]["search"]["space"], exp["spec"]["search"]["spaceOptions"])
+        plan = space.plan(0)
+        arch = space.decode(plan, space.random_actions(plan, random.Random(0)))
+        trial = {"apiVersion": "kubenas.dev/v1", "kind": "Trial",
+                 "metadata": {"name": f"{name}-00000"},
+                 "spec": {"experiment": name, "pool": "pool-b", "architecture": arch.to_dict(),
+                          "trainer": exp["spec"]["trainer"]}}
+        token = sa_token(dev_cluster, ns, "kubenas-controller")
+        kubectl(dev_cluster, f"--token={token}", "-n", ns, "create", "-f", "-",
+                input=json.dumps(trial))
+
+        def finished():
+            out = kubectl(dev_cluster, "get", "trial", f"{name}-00000", "-n", ns, "-o", "json").stdout
+            status = json.loads(out).get("status") or {}
+            return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+        status = _wait("the trial to finish", finished, 300, every=2)
+        assert status["phase"] == "Succeeded", status
+        assert isinstance(status.get("reward"), (int, float))
+        job = json.loads(kubectl(dev_cluster, "get", "job", status["jobName"], "-n", ns,
+                                 "-o", "json").stdout)
+        assert job["metadata"]["ownerReferences"][0]["kind"] == "Trial"
+        pod = json.loads(kubectl(dev_cluster, "get", "pods", "-n", ns, "-l",
+                                 f"job-name={status['jobName']}", "-o", "json").stdout)["items"][0]
+        assert pod["spec"]["nodeSelector"] == {"kubenas.dev/pool": "pool-b"}
+        assert pod["spec"]["nodeName"].startswith("pool-b")
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        events = kubectl(dev_cluster, "get", "events", "-n", ns, "--field-selector",
+                         f"involvedObject.name={name}-00000", "-o", "name").stdout.split()
+        assert events, "the operator may record Events"
+        log = "".join(dev_cluster.pod_log(ns, p) for p in kubectl(
+            dev_cluster, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator",
+            "-o", "jsonpath={.items[*].metadata.name}").stdout.split())
+        assert "forbidden" not in log.lower(), log[-3000:]
+    finally:
+        helm_k(helm, dev_cluster, "uninstall", "kubenas", "--namespace", ns, check=False)
