@@ -77,6 +77,12 @@ class LocalStore(ObjectStore):
                 current = None
             if current != etag:
                 raise PreconditionFailed(f"{key}: expected etag {etag!r}, found {current!r}")
+            if etag is None:
+                # create-only even against a concurrent put_new (which takes no lock)
+                try:
+                    return self.put_new(key, data)
+                except AlreadyExists:
+                    raise PreconditionFailed(f"{key}: exists") from None
             return self.put(key, data)
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
