@@ -35,7 +35,9 @@ if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 # ---------------------------------------------------------------- Debian packages
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-PKGS=(golang-go make rsync jq golang-github-modern-go-reflect2-dev etcd-server openssl ca-certificates)
+# dataset-fashion-mnist: the real Fashion-MNIST files the trainer tests read.
+PKGS=(golang-go make rsync jq golang-github-modern-go-reflect2-dev etcd-server openssl ca-certificates
+      dataset-fashion-mnist)
 # kubernetes-client ships /usr/bin/kubectl. Some machines already have another package's
 # kubectl there (e.g. google-cloud-sdk's); installing would then fail on the file conflict, so
 # in that case we only unpack the .deb into the cache (the dev env always uses the cached one).

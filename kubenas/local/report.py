@@ -28,7 +28,8 @@ def write_leaderboard(results: list[ResultRecord], path: Path) -> None:
             w.writerow([rank, r.trial_id, r.status,
                         "" if r.reward is None else f"{r.reward:.6f}",
                         "" if _best_val(r) is None else f"{_best_val(r):.6f}",
-                        r.extra.get("params", ""), r.timings.get("train_seconds", ""),
+                        r.extra.get("params", r.extra.get("parameters", "")),
+                        r.timings.get("train_seconds", ""),
                         " ".join(map(str, r.architecture.tokens)), r.reason or ""])
 
 

@@ -1,0 +1,219 @@
+"""The recurrent child: config, model, training on a slice of the real PTB, reward, failures,
+the storage contract (idempotent result, checkpoint/resume) and the final test evaluation."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from kubenas.contracts import ContractError, ResultRecord
+from kubenas.storage.local import LocalStore
+from kubenas.trainer import lm
+from kubenas.trainer.builders.rnn_cell import figure5_cell, lstm_cell, nas_cell
+from kubenas.trainer.data import ptb
+
+torch.set_num_threads(1)
+
+# Tiny and fast: 16 units, a few thousand training tokens, a validation slice.
+TINY = {"dataset": {"name": "ptb"}, "epochs": 2, "embeddingSize": 16, "hiddenSize": 16,
+        "batchSize": 10, "bptt": 10, "maxTokens": 3000, "maxEvalTokens": 2000}
+
+
+# -- config -------------------------------------------------------------------------------------
+
+def test_defaults_are_small_and_round_trip():
+    cfg = lm.LMConfig.from_dict({})
+    assert (cfg.hidden_size, cfg.layers, cfg.reward_c, cfg.learning_rate) == (64, 2, 80.0, 20.0)
+    assert lm.LMConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("doc, field", [
+    ({"bptt": 0}, "trainer.bptt"),
+    ({"dropout": 1.0}, "trainer.dropout"),
+    ({"learningRate": -1}, "trainer.learningRate"),
+    ({"hidenSize": 32}, "trainer.hidenSize"),                     # typo: unknown field
+    ({"options": {"hiddenSize": "big"}}, "trainer.options.hiddenSize"),
+    ({"tieWeights": True, "embeddingSize": 32, "hiddenSize": 64}, "trainer.tieWeights"),
+    ({"dataset": {"name": "cifar10"}}, "trainer.dataset.name"),
+    ({"momentum": 0.5}, "trainer.momentum"),                      # an image-only setting
+    ({"bptt": 20, "options": {"bptt": 30}}, "trainer.options.bptt"),  # given twice
+])
+def test_config_errors_name_the_field(doc, field):
+    with pytest.raises(ContractError, match=rf"^{field.replace('.', r'[.]')}: "):
+        lm.LMConfig.from_dict(doc)
+
+
+def test_typo_gets_a_suggestion():
+    with pytest.raises(ContractError, match="did you mean 'hiddenSize'"):
+        lm.LMConfig.from_dict({"hidenSize": 32})
+
+
+def test_settings_may_sit_under_options_and_the_experiment_validator_uses_them():
+    from kubenas.trainer.config import TrainerConfig, validate_trainer_config
+
+    cfg = lm.LMConfig.from_dict({"epochs": 3, "options": {"bptt": 20, "rewardC": 55}})
+    assert (cfg.epochs, cfg.bptt, cfg.reward_c) == (3, 20, 55.0)
+    with pytest.raises(ContractError, match=r"^spec[.]trainer[.]bptt: "):
+        validate_trainer_config({"bptt": -1}, space="rnn_cell", where="spec.trainer")
+    # From the image TrainerConfig (image defaults already filled in): options and
+    # non-default shared keys only, so lr 0.1 / batch 64 do not leak into the LM.
+    tc = TrainerConfig.from_dict({"dataset": {"name": "ptb"}, "epochs": 2,
+                                  "options": {"learningRate": 5, "hiddenSize": 32,
+                                              "embeddingSize": 32}})
+    cfg = lm.lm_config(tc)
+    assert (cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.hidden_size) == (2, 5.0, 20, 32)
+
+
+# -- model ----------------------------------------------------------------------------------------
+
+def test_model_shapes_parameters_and_tied_embedding():
+    V, E, H = 50, 8, 8
+    m = lm.LanguageModel(nas_cell(), V, E, H, layers=2, tie_weights=True)
+    assert m.decoder.weight is m.encoder.weight
+    cell = 8 * H * (E + H) + 2 * 8 * H                       # W, U and both biases, base 8
+    assert m.num_parameters() == V * E + 2 * cell + V      # tied matrix counted once
+    logits, state = m.run(torch.randint(0, V, (7, 3)), m.init_state(3))
+    assert logits.shape == (7, 3, V) and len(state) == 2 and state[1][0].shape == (3, H)
+    untied = lm.LanguageModel(nas_cell(), V, E, H, layers=1, tie_weights=False)
+    assert untied.decoder.weight is not untied.encoder.weight
+
+
+def test_dropout_masks_are_shared_across_time():
+    V, E, H, T, N = 40, 12, 12, 6, 4
+    m = lm.LanguageModel(figure5_cell(), V, E, H, layers=1, dropout=0.5, recurrent_dropout=0.5).train()
+    seen = {}
+
+    def grab_input(module, args):
+        seen["x"], seen["mask"] = args[0], args[2]
+    m.rnns[0].register_forward_pre_hook(grab_input)
+    m.run(torch.randint(0, V, (T, N)), m.init_state(N))
+    zeros = seen["x"] == 0                                   # (T, N, E): the input dropout pattern
+    assert zeros.any() and (zeros == zeros[0:1]).all()       # the same mask at every step
+    assert seen["mask"].shape == (N, H) and (seen["mask"] == 0).any()   # one recurrent mask
+    m.eval()
+    m.run(torch.randint(0, V, (T, N)), m.init_state(N))
+    assert seen["mask"] is None and not (seen["x"] == 0).any()
+
+
+def test_embedding_dropout_drops_whole_words():
+    m = lm.LanguageModel(figure5_cell(), 30, 6, 6, layers=1, embedding_dropout=0.5).train()
+    torch.manual_seed(1)
+    emb = m._embed(torch.tensor([[3, 3, 3, 4, 4, 4]]).t())   # (6, 1, 6)
+    rows = (emb == 0).all(-1).squeeze(1)                      # a dropped word is zero everywhere
+    assert rows[:3].tolist() in ([True] * 3, [False] * 3) and rows[3:].tolist() in ([True] * 3, [False] * 3)
+
+
+# -- reward, training, failures ---------------------------------------------------------------------
+
+def test_reward_is_c_over_validation_perplexity_squared():
+    assert lm.reward_from_perplexity(100.0) == pytest.approx(80 / 100 ** 2)
+    assert lm.reward_from_perplexity(50.0, c=10) == pytest.approx(10 / 2500)
+
+
+def test_tiny_real_training_beats_the_uniform_guess_and_never_reads_test(monkeypatch):
+    asked = []
+    real = ptb.read_texts
+
+    def spy(*a, **kw):
+        asked.append(tuple(kw.get("splits", ptb.SPLITS)))
+        return real(*a, **kw)
+    monkeypatch.setattr(ptb, "read_texts", spy)
+    monkeypatch.setattr(ptb, "_CORPUS_CACHE", {})
+    cfg = {"epochs": 2, "embeddingSize": 32, "hiddenSize": 32, "layers": 1, "dropout": 0.0,
+           "recurrentDropout": 0.0, "batchSize": 10, "bptt": 20, "maxTokens": 15000,
+           "maxEvalTokens": 10000, "seed": 0}
+    out = lm.train_lm(lstm_cell(), cfg)
+    ppls = [m.extra["val_perplexity"] for m in out.metrics]
+    assert len(out.metrics) == 2 and all(m.val_loss == pytest.approx(math.log(p)) for m, p in
+                                         zip(out.metrics, ppls))
+    print("tiny PTB run, validation perplexity per epoch:", ppls)
+    assert min(ppls) < 1200, ppls                      # uniform over 10,000 words: 10,000
+    assert out.reward == pytest.approx(80 / min(ppls) ** 2)
+    assert out.extra["val_perplexity"] == min(ppls)
+    assert asked and all("test" not in s for s in asked)   # the search never touches test
+
+
+def test_a_diverging_child_is_a_failed_result_not_a_crash(tmp_path):
+    store = LocalStore(tmp_path)
+    rec = lm.train_language_model("t-00001", "ptb-test", nas_cell(), dict(TINY, learningRate=1e6,
+                                                                          clipNorm=1e6), store)
+    assert rec.status == "failed" and rec.reward is None
+    assert rec.reason.startswith("Diverged: ")
+    stored = ResultRecord.from_json(store.get("results/t-00001.json"))
+    assert stored.status == "failed" and stored.reason == rec.reason
+    assert not store.exists("checkpoints/t-00001/latest.pt")
+
+
+def test_result_is_idempotent_and_an_interrupted_child_resumes(tmp_path):
+    cfg = dict(TINY, epochs=3)
+    # Uninterrupted reference run.
+    ref = lm.train_language_model("ref", "e", figure5_cell(), cfg, LocalStore(tmp_path / "a"))
+    assert ref.status == "succeeded" and len(ref.metrics) == 3
+
+    store = LocalStore(tmp_path / "b")
+
+    class Killed(Exception):
+        pass
+
+    def die_after_first(m):
+        if m.epoch == 1:
+            raise Killed()
+    with pytest.raises(Killed):
+        lm.train_language_model("t", "e", figure5_cell(), cfg, store, on_epoch=die_after_first)
+    assert store.exists("checkpoints/t/latest.pt") and not store.exists("results/t.json")
+
+    epochs = []
+    rec = lm.train_language_model("t", "e", figure5_cell(), cfg, store,
+                                  on_epoch=lambda m: epochs.append(m.epoch))
+    assert epochs == [2, 3]                                   # resumed after epoch 1
+    assert rec.extra["attempt"] == 2 and rec.extra["resumed_from_epoch"] == 1
+    assert [m.epoch for m in rec.metrics] == [1, 2, 3]
+    # Same data cursor, learning rate, optimizer and RNG state: the same result.
+    assert [m.train_loss for m in rec.metrics] == pytest.approx([m.train_loss for m in ref.metrics],
+                                                                rel=1e-6)
+    assert rec.reward == pytest.approx(ref.reward, rel=1e-6)
+    assert not store.exists("checkpoints/t/latest.pt")
+    # A rerun trains nothing and returns the record already written.
+    again = lm.train_language_model("t", "e", figure5_cell(), cfg, store,
+                                    on_epoch=lambda m: pytest.fail("trained again"))
+    assert again.to_dict() == ResultRecord.from_json(store.get("results/t.json")).to_dict()
+
+
+def test_train_child_hands_rnn_cell_trials_to_the_language_model(tmp_path):
+    from kubenas.trainer.child import train_child
+
+    store = LocalStore(tmp_path)
+    rec = train_child("c-1", "e", nas_cell().to_dict(), dict(TINY, epochs=1), store)
+    assert rec.status == "succeeded" and rec.extra["vocab_size"] == 10_000
+    assert rec.reward == pytest.approx(80 / rec.extra["val_perplexity"] ** 2)
+
+
+def test_bad_architecture_is_a_failed_result(tmp_path):
+    bad = figure5_cell().to_dict()
+    bad["spec"]["nodes"][0]["activation"] = "swish"
+    from kubenas.contracts import Architecture
+
+    with pytest.raises(ContractError):
+        Architecture.from_dict(bad)          # the contract refuses it first ...
+    with pytest.raises(lm.ArchitectureError):
+        lm.build_model(bad["spec"], 100, lm.LMConfig())   # ... and so does the builder
+
+
+# -- the final evaluation -------------------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:`torch.jit")
+def test_evaluate_test_on_the_model_and_on_its_torchscript_export(tmp_path):
+    store = LocalStore(tmp_path)
+    rec = lm.train_language_model("s-1", "e", lstm_cell(), dict(TINY, epochs=1, saveModel=True), store)
+    assert rec.status == "succeeded" and rec.extra["model_key"] == "models/s-1.pt"
+    exported = torch.jit.load(io.BytesIO(store.get("models/s-1.pt")))
+    res = lm.evaluate_test(exported, TINY, max_tokens=3000)
+    assert set(res) >= {"test_perplexity", "test_loss", "test_accuracy", "val_perplexity"}
+    assert 1 < res["test_perplexity"] < 10_000 and 2900 <= res["test_tokens"] <= 3000
+    # The same numbers from the eager model with the same (best-validation) weights.
+    out = lm.train_lm(lstm_cell(), dict(TINY, epochs=1))
+    eager = lm.evaluate_test(out.model, TINY, max_tokens=3000)
+    assert eager["test_perplexity"] == pytest.approx(res["test_perplexity"], rel=1e-5)

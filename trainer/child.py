@@ -1,0 +1,224 @@
+"""One child: train the architecture a trial describes and write its result, exactly once.
+
+``train_child`` is what ``kubenas train-child`` (a local process or a Kubernetes Job's pod)
+runs. It is safe to run twice for the same trial and safe to kill at any point:
+
+1. ``results/<trial_id>.json`` already in the store -> return it, train nothing;
+2. ``checkpoints/<trial_id>/latest.pt`` in the store -> resume after its epoch;
+3. train, saving that checkpoint (``store.put``) after every epoch;
+4. write the result create-only (``put_new``); if another attempt got there first, its
+   record wins and is returned;
+5. delete the checkpoint.
+
+Failures the architecture is to blame for (``kubenas.trainer.errors.ChildFailure``: it
+cannot be built, exceeds ``maxParameters``, runs out of memory, its first step fails)
+become a *failed* record with the reason. Environment errors (dataset missing, store
+unreachable, bad trainer config) propagate: the process exits non-zero and is retried.
+
+Spaces: "cnn" is trained here (``train_cnn``); "rnn_cell" is handed whole to
+``kubenas.trainer.lm.train_language_model`` (same arguments, same storage contract),
+imported lazily: without it the trial gets a failed record saying so. "nasbench201" is
+answered from a table by the controller and never reaches a child (failed record).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Optional, Union
+
+import torch
+
+from kubenas.contracts import Architecture, EpochMetrics, ResultRecord, result_key
+from kubenas.storage import AlreadyExists, NotFound, ObjectStore
+from kubenas.trainer.builders import cnn as cnn_builder
+from kubenas.trainer.config import TrainerConfig, require_image_dataset
+from kubenas.trainer.data import load_dataset
+from kubenas.trainer.data.augment import BatchAugment, to_float
+from kubenas.trainer.errors import ChildFailure, UnsupportedSpace
+from kubenas.trainer.reward import compute_reward
+from kubenas.trainer.train import TrainOutcome, fit, resolve_device
+
+log = logging.getLogger("kubenas.trainer")
+
+
+def checkpoint_key(trial_id: str) -> str:
+    return f"checkpoints/{trial_id}/latest.pt"
+
+
+def model_key(trial_id: str) -> str:
+    return f"models/{trial_id}.pt"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _seconds_between(a: str, b: str) -> float:
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+    return (datetime.strptime(b, fmt) - datetime.strptime(a, fmt)).total_seconds()
+
+
+# -- the CNN trainer ----------------------------------------------------------------------
+
+def train_cnn(architecture: Architecture, config: TrainerConfig, *,
+              resume: Optional[dict] = None, on_epoch: Optional[Callable[[dict], None]] = None,
+              cache_dir=None, store: Optional[ObjectStore] = None) -> TrainOutcome:
+    """Build the CNN child for the configured image dataset, train it, return the outcome."""
+    require_image_dataset(config)
+    device = resolve_device(config.device)
+    train, val, info = load_dataset(config.dataset.name, config.dataset.path,
+                                    validation_size=config.validation_size, seed=config.seed,
+                                    store=store, cache_dir=cache_dir)
+    torch.manual_seed(config.seed)
+    model = cnn_builder.build_cnn(architecture, info.input_shape, info.num_classes, info.mean,
+                                  info.std, max_parameters=config.max_parameters)
+    params = sum(p.numel() for p in model.parameters())
+    crop = config.crop_padding if config.crop_padding is not None else info.crop_padding
+    flip = config.horizontal_flip if config.horizontal_flip is not None else info.horizontal_flip
+    augment = BatchAugment(crop, flip) if config.augment else BatchAugment(0, False)
+    log.info("cnn child: %s parameters on %s; %s train / %s val %s images; %r",
+             f"{params:,}", device, info.train_size, info.val_size, info.input_shape, augment)
+    metrics = fit(model, train, val, config, augment=augment, device=device, resume=resume,
+                  on_epoch=on_epoch)
+    reward = compute_reward([m.val_acc for m in metrics], config.reward_window,
+                            config.reward_exponent)
+    extra = {"params": params, "device": str(device), "dataset": info.name,
+             "train_size": info.train_size, "val_size": info.val_size,
+             "input_shape": list(info.input_shape),
+             "augment": {"crop_padding": augment.crop_padding,
+                         "horizontal_flip": augment.horizontal_flip}}
+    return TrainOutcome(metrics=metrics, reward=reward, extra=extra, model=model,
+                        example_input=to_float(val.images[:2]))
+
+
+# -- the child ----------------------------------------------------------------------------
+
+def _existing_result(store: ObjectStore, key: str) -> Optional[ResultRecord]:
+    try:
+        return ResultRecord.from_json(store.get(key), where=key)
+    except NotFound:
+        return None
+
+
+def _load_checkpoint(store: ObjectStore, key: str, architecture: Architecture) -> Optional[dict]:
+    try:
+        data = store.get(key)
+    except NotFound:
+        return None
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint only costs the redo
+        log.warning("%s: unreadable checkpoint, starting over (%s)", key, exc)
+        return None
+    if not isinstance(state, dict) or state.get("architecture_key") != architecture.key():
+        log.warning("%s: checkpoint is for another architecture, starting over", key)
+        return None
+    return state
+
+
+def _publish(store: ObjectStore, record: ResultRecord) -> ResultRecord:
+    """Write the result create-only; if one is there already, the first one wins."""
+    key = result_key(record.trial_id)
+    try:
+        store.put_new(key, record.to_json())
+    except AlreadyExists:
+        log.info("%s: another attempt wrote the result first; returning it", record.trial_id)
+        return ResultRecord.from_json(store.get(key), where=key)
+    return record
+
+
+def _timings(started_at: str, metrics: list) -> dict:
+    finished_at = _now()
+    return {"started_at": started_at, "finished_at": finished_at,
+            "train_seconds": round(sum(m.seconds or 0.0 for m in metrics), 3),
+            "total_seconds": round(_seconds_between(started_at, finished_at), 3)}
+
+
+def _failed(experiment: str, trial_id: str, architecture: Architecture, exc: ChildFailure,
+            started_at: str, extra: Optional[dict] = None) -> ResultRecord:
+    return ResultRecord(experiment=experiment, trial_id=trial_id, architecture=architecture,
+                        status="failed", reason=str(exc), metrics=list(exc.metrics),
+                        timings=_timings(started_at, exc.metrics), extra=dict(extra or {}))
+
+
+def train_child(trial_id: str, experiment: str,
+                architecture: Union[Architecture, Mapping[str, Any]],
+                trainer_config: Union[TrainerConfig, Mapping[str, Any], None],
+                store: ObjectStore, cache_dir=None) -> ResultRecord:
+    """Train ``architecture`` for trial ``trial_id`` and write (or return) its result."""
+    existing = _existing_result(store, result_key(trial_id))
+    if existing is not None:
+        log.info("%s: result already written (%s), not training", trial_id, existing.status)
+        return existing
+    # A malformed description is the caller's bug, not the trial's: it raises ContractError
+    # (a record holding it could never be read back). Every well-formed CNN description is
+    # buildable (§3.4's rules); ArchitectureError below stays as the builder's safety net.
+    architecture = Architecture.from_dict(
+        architecture.to_dict() if isinstance(architecture, Architecture) else architecture)
+    if architecture.space == "rnn_cell":
+        try:
+            from kubenas.trainer.lm import train_language_model
+        except ImportError as exc:
+            return _publish(store, _failed(experiment, trial_id, architecture, UnsupportedSpace(
+                "the rnn_cell trainer (kubenas.trainer.lm.train_language_model) is not "
+                f"available in this build: {exc}"), _now()))
+        raw = trainer_config.to_dict() if isinstance(trainer_config, TrainerConfig) \
+            else dict(trainer_config or {})
+        return train_language_model(trial_id, experiment, architecture, raw, store,
+                                    cache_dir=cache_dir)
+    if architecture.space != "cnn":
+        return _publish(store, _failed(experiment, trial_id, architecture, UnsupportedSpace(
+            f"space {architecture.space!r} is looked up in the NAS-Bench-201 table by the "
+            "controller, not trained by a child"), _now()))
+    return _train_cnn_child(trial_id, experiment, architecture,
+                            TrainerConfig.from_dict(trainer_config), store, cache_dir)
+
+
+def _train_cnn_child(trial_id: str, experiment: str, architecture: Architecture,
+                     config: TrainerConfig, store: ObjectStore, cache_dir) -> ResultRecord:
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    ckey = checkpoint_key(trial_id)
+    state = _load_checkpoint(store, ckey, architecture)
+    started_at = state.get("started_at", _now()) if state else _now()
+    attempt = int(state.get("attempt", 0)) + 1 if state else 1
+    resumed_from = int(state["epoch"]) if state else None
+    extra: dict[str, Any] = {"attempt": attempt, "resumed_from_epoch": resumed_from}
+
+    def on_epoch(s: dict) -> None:
+        s = dict(s, trial_id=trial_id, architecture_key=architecture.key(),
+                 started_at=started_at, attempt=attempt)
+        buf = io.BytesIO()
+        torch.save(s, buf)
+        store.put(ckey, buf.getvalue())
+
+    log.info("%s: training a cnn child (attempt %d%s)", trial_id, attempt,
+             f", resuming after epoch {resumed_from}" if resumed_from else "")
+    try:
+        outcome = train_cnn(architecture, config, resume=state, on_epoch=on_epoch,
+                            cache_dir=cache_dir, store=store)
+    except ChildFailure as exc:
+        log.warning("%s: failed: %s", trial_id, exc)
+        if not exc.metrics and state:
+            exc.metrics = [EpochMetrics(**m) for m in state["metrics"]]
+        record = _failed(experiment, trial_id, architecture, exc, started_at, extra)
+    else:
+        extra.update(outcome.extra)
+        if config.save_model:
+            from kubenas.trainer.export import torchscript_bytes
+
+            store.put(model_key(trial_id),
+                      torchscript_bytes(outcome.model, outcome.example_input))
+            extra["model_key"] = model_key(trial_id)
+        record = ResultRecord(
+            experiment=experiment, trial_id=trial_id, architecture=architecture,
+            status="succeeded", reward=float(outcome.reward), metrics=outcome.metrics,
+            timings=_timings(started_at, outcome.metrics), extra=extra)
+    record = _publish(store, record)
+    store.delete(ckey)
+    return record
+
+
+__all__ = ["checkpoint_key", "model_key", "train_child", "train_cnn"]
