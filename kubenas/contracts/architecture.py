@@ -29,7 +29,10 @@ RNN cell spec (§3.5):
      "cell_index": 1}
     Node order: the ``base`` leaves first (index 0..base-1), then each level of the binary
     tree left to right; node ``base + k`` combines nodes ``2k`` and ``2k+1``; the last node
-    is the root whose output is h_t.
+    is the root whose output is h_t. ``cell_inject`` replaces node j's post-activation
+    output, for its parent, with act_inj(combine_inj(out_j, c_{t-1})); ``cell_index`` takes
+    node m's combination of its inputs (leaves: of W x_t and U h_{t-1}) before its activation
+    and before any injection, as c_t. Biases are a trainer setting, not part of the cell.
 
 NAS-Bench-201 spec: {"edges": {"1<-0": "conv_3x3", "2<-0": ..., "2<-1": ..., "3<-0": ...,
     "3<-1": ..., "3<-2": ...}} with ops from ``NB201_OPS``.
