@@ -1,0 +1,68 @@
+"""What the CRD schemas cannot say, checked before any Job is made.
+
+The Experiment's spec goes through ``kubenas.experiment.parse_experiment`` (the same checks
+``kubenas run`` makes, errors naming the field), plus what only matters in a cluster: at
+least one worker pool and an ``s3://`` store. A Trial must name one of its Experiment's
+pools and carry a valid architecture description.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from kubenas.contracts import Architecture, ContractError
+from kubenas.experiment import API_VERSION as EXP_API_VERSION
+from kubenas.experiment import KIND as EXP_KIND
+from kubenas.experiment import Experiment, WorkerPool, parse_experiment
+from kubenas.operator.settings import Settings, apply_defaults
+
+
+def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings] = None) -> Experiment:
+    """Validate an Experiment object as read from the API server, with the operator-wide
+    defaults (``settings``: worker pools, storage) filled in; raise ContractError."""
+    meta = obj.get("metadata") or {}
+    spec = apply_defaults(meta.get("name") or "", obj.get("spec") or {}, settings)
+    doc = {"apiVersion": EXP_API_VERSION, "kind": EXP_KIND,
+           "metadata": {"name": meta.get("name")}, "spec": spec}
+    exp = parse_experiment(doc)
+    if not exp.worker_pools:
+        raise ContractError("spec.workerPools: at least one worker pool is needed in a cluster "
+                            "(the operator has no default pools either)")
+    url = exp.storage.get("url")
+    if not isinstance(url, str) or not url.startswith("s3://") or len(url) <= len("s3://"):
+        raise ContractError(
+            f"spec.storage.url: must be an s3://bucket[/prefix] URL in a cluster "
+            f"(children and the controller run in different pods; the operator has no "
+            f"default storage URL either), got {url!r}")
+    secret = exp.storage.get("secretName")
+    if secret is not None and not (isinstance(secret, str) and secret):
+        raise ContractError(f"spec.storage.secretName: must be a Secret name, got {secret!r}")
+    image = (obj.get("spec") or {}).get("image")
+    if image is not None and not (isinstance(image, str) and image.strip()):
+        raise ContractError(f"spec.image: must be a non-empty image reference, got {image!r}")
+    return exp
+
+
+def find_pool(exp: Experiment, name: Optional[str]) -> WorkerPool:
+    names = [p.name for p in exp.worker_pools]
+    for pool in exp.worker_pools:
+        if pool.name == name:
+            return pool
+    raise ContractError(f"spec.pool: {name!r} is not a worker pool of experiment "
+                        f"{exp.name!r} (its pools: {', '.join(names)})")
+
+
+def parse_trial_object(trial: Mapping[str, Any], exp: Experiment) -> tuple[Architecture, WorkerPool]:
+    """Validate a Trial against its (valid) Experiment; raise ContractError."""
+    spec = trial.get("spec") or {}
+    if spec.get("experiment") != exp.name:
+        raise ContractError(f"spec.experiment: {spec.get('experiment')!r} is not {exp.name!r}")
+    pool = find_pool(exp, spec.get("pool"))
+    arch = Architecture.from_dict(spec.get("architecture"), "spec.architecture")
+    if arch.space != exp.space:
+        raise ContractError(f"spec.architecture.space: {arch.space!r} does not match the "
+                            f"experiment's search space {exp.space!r}")
+    trainer = spec.get("trainer")
+    if trainer is not None and not isinstance(trainer, Mapping):
+        raise ContractError("spec.trainer: must be a mapping")
+    return arch, pool
