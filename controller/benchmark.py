@@ -99,7 +99,7 @@ class RunSpec:
     trials: int
     workers: int
     reward_exponent: float
-    driver: str = "direct"          # "direct" (``drive``) | "loop" (SearchLoop, in-memory store)
+    driver: str = "direct"          # "direct" (SearchLoop, no checkpoints) | "loop" (checkpointing, in-memory store)
 
 
 @dataclass
@@ -133,36 +133,6 @@ def default_reward_exponent(space: str) -> float:
         from kubenas.controller.spaces.nasbench201 import REWARD_EXPONENT
         return float(REWARD_EXPONENT)
     return 3.0
-
-
-def drive(strategy, executor, name: str, trials: int,
-          on_applied: Callable[[str, Optional[float], int], None]) -> None:
-    """The search loop's exact sequence of strategy/executor calls, without persisting the
-    state after every step (``SearchLoop`` JSON-encodes the whole strategy — policy, Adam
-    moments, gradients — twice per trial: ~90 % of a REINFORCE run's time here). Per round:
-    ask and submit while a slot is free and the budget allows; poll the results not yet
-    applied; tell each, in the order given. ``tests/controller/test_nasbench201.py`` checks
-    that it reproduces ``SearchLoop`` result for result."""
-    from kubenas.controller.interfaces import TrialRequest
-    from kubenas.experiment import trial_id
-
-    sampled, applied = 0, set()
-    strategy_index: dict[str, int] = {}
-    while len(applied) < trials:
-        while executor.free_slots() > 0 and sampled < trials:
-            proposal = strategy.ask()
-            tid = trial_id(name, sampled)
-            strategy_index[tid] = proposal.index
-            executor.submit(TrialRequest(trial_id=tid, architecture=proposal.architecture))
-            sampled += 1
-        new = [r for r in executor.poll(applied) if r.trial_id in strategy_index]
-        if not new and not executor.in_flight():
-            raise RuntimeError(f"{name}: no result pending and none in flight "
-                               f"({len(applied)}/{trials} applied)")
-        for r in new:
-            fb = strategy.tell(strategy_index[r.trial_id], r.reward if r.succeeded else None)
-            applied.add(r.trial_id)
-            on_applied(r.trial_id, r.reward, fb.staleness)
 
 
 def run_one(spec: RunSpec) -> RunResult:
@@ -203,17 +173,17 @@ def run_one(spec: RunSpec) -> RunResult:
         quality.append(float(mean[best["index"]]) if best["index"] >= 0 else math.nan)
         staleness[0] = max(staleness[0], int(stale or 0))
 
-    if spec.driver == "loop":
-        def on_event(event) -> None:
-            if event.kind == "applied":
-                on_applied(event.trial_id, event.reward, event.info.get("staleness"))
-
-        SearchLoop(exp, factory, executor, executor, MemoryStore(), on_event=on_event,
-                   poll_interval=0.0).run()
-    elif spec.driver == "direct":
-        drive(factory(), executor, exp.name, spec.trials, on_applied)
-    else:
+    if spec.driver not in ("direct", "loop"):
         raise ValueError(f"driver must be 'direct' or 'loop', got {spec.driver!r}")
+
+    def on_event(event) -> None:
+        if event.kind == "applied":
+            on_applied(event.trial_id, event.reward, event.info.get("staleness"))
+
+    # "loop" also checkpoints the whole controller state after every step, as a real run does;
+    # "direct" skips that (it dominates a table lookup's cost). Results are identical.
+    SearchLoop(exp, factory, executor, executor, MemoryStore(), on_event=on_event,
+               poll_interval=0.0, checkpoint=spec.driver == "loop").run()
     return RunResult(strategy=spec.strategy, seed=spec.seed, quality=quality,
                      best_index=best["index"], best_reward=best["reward"],
                      unique=len(set(executor.table_indices.values())),
@@ -334,8 +304,8 @@ def run_benchmark(space: str = "nasbench201", dataset: str = "cifar10",
     and overrides the space's tuned defaults (``STRATEGY_DEFAULTS`` in the space module).
     ``reward_exponent`` defaults to the space's tuned ``REWARD_EXPONENT``. ``jobs``: worker
     processes (default: the CPU count); results do not depend on it. ``driver``: "direct"
-    (``drive``, fast) or "loop" (``SearchLoop`` with an in-memory store; same results, ~10x
-    slower for REINFORCE because it checkpoints the policy as JSON after every step).
+    (``SearchLoop`` without per-step checkpoints, fast) or "loop" (checkpointing into an
+    in-memory store as a real run does; same results, ~10x slower for REINFORCE).
 
     Returns the summary (also written to ``out/summary.json``):
     ``{strategy: {str(trials): {"best_val_mean", "best_val_std", "regret_mean", "p_vs_random"}}}``.
