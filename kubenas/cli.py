@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         bar.close()
         executor.close()
-        print(f"\ninterrupted: state is saved; run the same command again to resume", file=sys.stderr)
+        print("\ninterrupted: state is saved; run the same command again to resume", file=sys.stderr)
         return 130
     finally:
         executor.close()

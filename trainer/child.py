@@ -176,29 +176,38 @@ def train_child(trial_id: str, experiment: str,
                             TrainerConfig.from_dict(trainer_config), store, cache_dir)
 
 
-def _train_cnn_child(trial_id: str, experiment: str, architecture: Architecture,
-                     config: TrainerConfig, store: ObjectStore, cache_dir) -> ResultRecord:
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+def run_attempt(trial_id: str, experiment: str, architecture: Architecture, store: ObjectStore,
+                train: Callable[..., Any], save_model: bool, kind: str,
+                resume_state: Optional[dict] = None,
+                on_epoch: Optional[Callable[[EpochMetrics], None]] = None) -> ResultRecord:
+    """One attempt at a trial, the same for every kind of child.
+
+    Resume from ``checkpoints/<trial_id>/latest.pt`` (or ``resume_state``), checkpoint after
+    every epoch, turn a ``ChildFailure`` into a failed record, save the TorchScript model if
+    asked, write the result create-only and drop the checkpoint. ``train(resume=, on_epoch=)``
+    trains and returns an outcome with ``metrics``, ``reward``, ``extra``, ``model`` and
+    ``example_input``."""
     ckey = checkpoint_key(trial_id)
-    state = _load_checkpoint(store, ckey, architecture)
+    state = resume_state if resume_state is not None else \
+        _load_checkpoint(store, ckey, architecture)
     started_at = state.get("started_at", _now()) if state else _now()
     attempt = int(state.get("attempt", 0)) + 1 if state else 1
     resumed_from = int(state["epoch"]) if state else None
     extra: dict[str, Any] = {"attempt": attempt, "resumed_from_epoch": resumed_from}
 
-    def on_epoch(s: dict) -> None:
+    def checkpoint(s: dict) -> None:
         s = dict(s, trial_id=trial_id, architecture_key=architecture.key(),
                  started_at=started_at, attempt=attempt)
         buf = io.BytesIO()
         torch.save(s, buf)
         store.put(ckey, buf.getvalue())
+        if on_epoch is not None:
+            on_epoch(EpochMetrics(**s["metrics"][-1]))
 
-    log.info("%s: training a cnn child (attempt %d%s)", trial_id, attempt,
+    log.info("%s: training a %s child (attempt %d%s)", trial_id, kind, attempt,
              f", resuming after epoch {resumed_from}" if resumed_from else "")
     try:
-        outcome = train_cnn(architecture, config, resume=state, on_epoch=on_epoch,
-                            cache_dir=cache_dir, store=store)
+        outcome = train(resume=state, on_epoch=checkpoint)
     except ChildFailure as exc:
         log.warning("%s: failed: %s", trial_id, exc)
         if not exc.metrics and state:
@@ -206,11 +215,10 @@ def _train_cnn_child(trial_id: str, experiment: str, architecture: Architecture,
         record = _failed(experiment, trial_id, architecture, exc, started_at, extra)
     else:
         extra.update(outcome.extra)
-        if config.save_model:
+        if save_model:
             from kubenas.trainer.export import torchscript_bytes
 
-            store.put(model_key(trial_id),
-                      torchscript_bytes(outcome.model, outcome.example_input))
+            store.put(model_key(trial_id), torchscript_bytes(outcome.model, outcome.example_input))
             extra["model_key"] = model_key(trial_id)
         record = ResultRecord(
             experiment=experiment, trial_id=trial_id, architecture=architecture,
@@ -221,4 +229,15 @@ def _train_cnn_child(trial_id: str, experiment: str, architecture: Architecture,
     return record
 
 
-__all__ = ["checkpoint_key", "model_key", "train_child", "train_cnn"]
+def _train_cnn_child(trial_id: str, experiment: str, architecture: Architecture,
+                     config: TrainerConfig, store: ObjectStore, cache_dir) -> ResultRecord:
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    return run_attempt(
+        trial_id, experiment, architecture, store,
+        lambda resume, on_epoch: train_cnn(architecture, config, resume=resume,
+                                           on_epoch=on_epoch, cache_dir=cache_dir, store=store),
+        save_model=config.save_model, kind="cnn")
+
+
+__all__ = ["checkpoint_key", "model_key", "run_attempt", "train_child", "train_cnn"]

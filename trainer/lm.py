@@ -56,7 +56,6 @@ Entry points:
 from __future__ import annotations
 
 import difflib
-import io
 import logging
 import math
 import time
@@ -622,7 +621,7 @@ def train_language_model(trial_id: str, experiment: str, architecture, trainer_c
     TorchScript (``m(tokens) -> logits``; ``m.run(tokens, state)`` carries the state).
     ``on_epoch(metrics)`` is called after each epoch's checkpoint. Divergence, architecture
     faults and OOM give a failed record; a bad config or a missing dataset raises."""
-    from kubenas.contracts import ResultRecord, result_key
+    from kubenas.contracts import result_key
     from kubenas.trainer import child
 
     existing = child._existing_result(store, result_key(trial_id))
@@ -632,48 +631,12 @@ def train_language_model(trial_id: str, experiment: str, architecture, trainer_c
     if not isinstance(architecture, Architecture):
         architecture = Architecture.from_dict(architecture)
     cfg = lm_config(trainer_config)
-    ckey = child.checkpoint_key(trial_id)
-    state = resume_state if resume_state is not None else \
-        child._load_checkpoint(store, ckey, architecture)
-    started_at = state.get("started_at", child._now()) if state else child._now()
-    attempt = int(state.get("attempt", 0)) + 1 if state else 1
-    resumed_from = int(state["epoch"]) if state else None
-    extra: Dict[str, Any] = {"attempt": attempt, "resumed_from_epoch": resumed_from}
-
-    def checkpoint(s: dict) -> None:
-        s = dict(s, trial_id=trial_id, architecture_key=architecture.key(),
-                 started_at=started_at, attempt=attempt)
-        buf = io.BytesIO()
-        torch.save(s, buf)
-        store.put(ckey, buf.getvalue())
-        if on_epoch is not None:
-            on_epoch(EpochMetrics(**s["metrics"][-1]))
-
-    log.info("%s: training an rnn_cell child (attempt %d%s)", trial_id, attempt,
-             f", resuming after epoch {resumed_from}" if resumed_from else "")
-    try:
-        outcome = train_lm(architecture, cfg, resume=state, on_epoch=checkpoint,
-                           cache_dir=cache_dir, store=store)
-    except ChildFailure as exc:
-        log.warning("%s: failed: %s", trial_id, exc)
-        if not exc.metrics and state:
-            exc.metrics = [EpochMetrics(**m) for m in state["metrics"]]
-        record = child._failed(experiment, trial_id, architecture, exc, started_at, extra)
-    else:
-        extra.update(outcome.extra)
-        if cfg.save_model:
-            from kubenas.trainer.export import torchscript_bytes
-
-            store.put(child.model_key(trial_id),
-                      torchscript_bytes(outcome.model, outcome.example_input))
-            extra["model_key"] = child.model_key(trial_id)
-        record = ResultRecord(
-            experiment=experiment, trial_id=trial_id, architecture=architecture,
-            status="succeeded", reward=float(outcome.reward), metrics=outcome.metrics,
-            timings=child._timings(started_at, outcome.metrics), extra=extra)
-    record = child._publish(store, record)
-    store.delete(ckey)
-    return record
+    return child.run_attempt(
+        trial_id, experiment, architecture, store,
+        lambda resume, on_epoch: train_lm(architecture, cfg, resume=resume, on_epoch=on_epoch,
+                                          cache_dir=cache_dir, store=store),
+        save_model=cfg.save_model, kind="rnn_cell", resume_state=resume_state,
+        on_epoch=on_epoch)
 
 
 # -- the final evaluation (never during the search) --------------------------------------------------
