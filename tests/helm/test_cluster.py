@@ -3,7 +3,8 @@ accepted by the API server, `helm install` grants each identity exactly its perm
 and `helm uninstall` removes what it installed.
 
 RBAC is independent of the operator's code, so the operator pod is kept Pending here (its
-nodeSelector matches no node); running a whole search is the end-to-end test's job.
+nodeSelector matches no node); a whole search through the chart, with every process acting
+under its own ServiceAccount's token, is test_install_e2e.py.
 """
 
 from __future__ import annotations
@@ -221,94 +222,3 @@ def test_install_with_bad_values_creates_nothing(dev_cluster, helm, namespaces):
     assert helm_k(helm, dev_cluster, "list", "--namespace", ns, "-q").stdout.strip() == ""
     assert kubectl(dev_cluster, "get", "deployments,roles.rbac.authorization.k8s.io", "-n", ns,
                    "-o", "name").stdout.strip() == ""
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(what: str, fn, timeout: float, every: float = 1.0):
-    deadline = time.time() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
-
-
-def test_operator_installed_by_the_chart_runs_a_trial_under_its_own_identity(
-        dev_cluster, helm, namespaces):
-    """The chart's permissions are enough, not only small: the operator (running in its pod
-    with its ServiceAccount's token) turns a Trial that the controller's identity created
-    into a Job, the child trains on a worker-pool node and the operator reads its result from
-    S3 with the credentials the chart passed through secretKeyRef."""
-    import json
-    import random
-
-    import yaml
-
-    from kubenas.controller.spaces import make_space
-
-    s3 = dev_cluster.s3
-    ns = namespaces("run")
-    values = {"storage": {"existingSecret": "", "accessKeyId": s3.access_key,
-                          "secretAccessKey": s3.secret_key, "endpoint": s3.endpoint,
-                          "bucket": s3.bucket},
-              # pods of the dev cluster share the host's network: no fixed port
-              "metrics": {"port": _free_port()}}
-    helm_k(helm, dev_cluster, "install", "kubenas", str(CHART), "--namespace", ns,
-           "-f", helm.values_file(values))
-    try:
-        _wait("the operator pod to run", lambda: kubectl(
-            dev_cluster, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator",
-            "-o", "jsonpath={.items[*].status.phase}").stdout == "Running", 90)
-
-        exp = yaml.safe_load(EXAMPLE.read_text())
-        name = exp["metadata"]["name"]
-        exp["spec"]["storage"].update(url=f"s3://{s3.bucket}/test-{ns}/{name}",
-                                      endpoint=s3.endpoint, secretName="kubenas-s3")
-        exp["spec"]["trainer"].update(epochs=1, saveModel=False)
-        kubectl(dev_cluster, "apply", "-n", ns, "-f", "-", input=json.dumps(exp))
-
-        space = make_space(exp["spec"]["search"]["space"], exp["spec"]["search"]["spaceOptions"])
-        plan = space.plan(0)
-        arch = space.decode(plan, space.random_actions(plan, random.Random(0)))
-        trial = {"apiVersion": "kubenas.dev/v1", "kind": "Trial",
-                 "metadata": {"name": f"{name}-00000"},
-                 "spec": {"experiment": name, "pool": "pool-b", "architecture": arch.to_dict(),
-                          "trainer": exp["spec"]["trainer"]}}
-        token = sa_token(dev_cluster, ns, "kubenas-controller")
-        kubectl(dev_cluster, f"--token={token}", "-n", ns, "create", "-f", "-",
-                input=json.dumps(trial))
-
-        def finished():
-            out = kubectl(dev_cluster, "get", "trial", f"{name}-00000", "-n", ns, "-o", "json").stdout
-            status = json.loads(out).get("status") or {}
-            return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-        status = _wait("the trial to finish", finished, 300, every=2)
-        assert status["phase"] == "Succeeded", status
-        assert isinstance(status.get("reward"), (int, float))
-        job = json.loads(kubectl(dev_cluster, "get", "job", status["jobName"], "-n", ns,
-                                 "-o", "json").stdout)
-        assert job["metadata"]["ownerReferences"][0]["kind"] == "Trial"
-        pod = json.loads(kubectl(dev_cluster, "get", "pods", "-n", ns, "-l",
-                                 f"job-name={status['jobName']}", "-o", "json").stdout)["items"][0]
-        assert pod["spec"]["nodeSelector"] == {"kubenas.dev/pool": "pool-b"}
-        assert pod["spec"]["nodeName"].startswith("pool-b")
-        assert pod["spec"]["automountServiceAccountToken"] is False
-        events = kubectl(dev_cluster, "get", "events", "-n", ns, "--field-selector",
-                         f"involvedObject.name={name}-00000", "-o", "name").stdout.split()
-        assert events, "the operator may record Events"
-        log = "".join(dev_cluster.pod_log(ns, p) for p in kubectl(
-            dev_cluster, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/component=operator",
-            "-o", "jsonpath={.items[*].metadata.name}").stdout.split())
-        assert "forbidden" not in log.lower(), log[-3000:]
-    finally:
-        helm_k(helm, dev_cluster, "uninstall", "kubenas", "--namespace", ns, check=False)
