@@ -75,6 +75,10 @@ class SearchLoop:
         self.strategy: Strategy = strategy_factory()
         self.state: dict = {}
         self.etag: Optional[str] = None
+        self._stale = False      # a store error left the in-memory state in doubt: reload
+        self._resubmit = True    # (re)loaded: sampled trials may never have been submitted
+        self._resumed = False    # submit_pending has run once (the resume)
+        self._submitted: set = set()   # trial ids this process has submitted
         self._load(initial=True)
 
     # -- persistence -----------------------------------------------------------------------
@@ -84,6 +88,10 @@ class SearchLoop:
                 "nextIndex": 0, "sampled": {}, "applied": {}, "updatedAt": _now()}
 
     def _load(self, initial: bool = False) -> None:
+        # Whatever was loaded may hold samples whose submission never happened (a killed
+        # controller, another replica between its write and its submit, a write whose answer
+        # was lost): the next step() re-submits them.
+        self._resubmit = True
         try:
             data, etag = self.store.get_with_etag(STATE_KEY)
         except NotFound:
@@ -150,22 +158,37 @@ class SearchLoop:
         return tid
 
     def submit_pending(self) -> int:
-        """Re-submit every sampled trial without an applied result (idempotent)."""
+        """Submit the sampled trials without an applied result that this process has not
+        submitted: the first time (a resume) all of them, idempotently; later (after a
+        reload) only this replica's own, i.e. a sample whose write landed although its answer
+        was lost, so that replicas never start each other's trials."""
+        resuming, self._resumed = not self._resumed, True
         n = 0
         for tid, rec in sorted(self.sampled.items()):
-            if tid not in self.applied and tid not in self.executor.in_flight():
-                self._submit(tid, rec)
-                n += 1
+            if tid in self.applied or tid in self._submitted:
+                continue
+            if not resuming and rec.get("replica") != self.replica:
+                continue
+            if tid in self.executor.in_flight():
+                self._submitted.add(tid)
+                continue
+            self._submit(tid, rec)
+            n += 1
         return n
 
     def _submit(self, tid: str, rec: dict) -> None:
         arch = Architecture.from_dict(rec["architecture"])
         self.executor.submit(TrialRequest(trial_id=tid, architecture=arch))
+        self._submitted.add(tid)
 
     def fill(self) -> int:
-        """Sample and submit while the executor has free slots and the budget allows."""
+        """Sample and submit into the slots free now, as far as the budget allows.
+
+        Only the slots free when it starts: were it to go on while slots keep freeing up,
+        children that finish faster than a sample is written would have it sample the whole
+        budget from the first policy before a single result is applied."""
         n = 0
-        while self.executor.free_slots() > 0:
+        for _ in range(max(0, self.executor.free_slots())):
             tid = self._transact(self._sample_one)
             if tid is None:
                 break
@@ -203,25 +226,40 @@ class SearchLoop:
         return len(events)
 
     # -- driver ------------------------------------------------------------------------------
+    def step(self, timeout: float = 0.0) -> int:
+        """One round: re-submit what a (re)load found unsubmitted, sample into free slots,
+        apply new results (waiting up to ``timeout`` for some). Returns how many were applied.
+
+        The store being unreachable is ridden out: nothing is lost (all state is in the store
+        and the children keep training); the step ends and the next one starts from the last
+        committed state."""
+        try:
+            if self._stale:
+                self._load()
+                self._stale = False
+            if self._resubmit:
+                self._resubmit = False
+                # Apply what finished while we were away before re-submitting the rest, so a
+                # trial whose result is already in the store is never started again.
+                self.collect()
+                self.submit_pending()
+            self.fill()
+            applied = self.collect(timeout=timeout)
+            if applied == 0:
+                self._refresh_if_shared()
+            return applied
+        except StorageError as exc:
+            log.warning("storage unavailable, retrying: %s", exc)
+            self._stale = True
+            time.sleep(min(5.0, max(self.poll_interval * 4, 0.1)))
+            return 0
+
     def run(self, deadline: Optional[float] = None) -> dict:
-        # Apply what finished while we were away before re-submitting the rest, so a trial
-        # whose result is already in the store is never started again.
-        self.collect()
-        self.submit_pending()
         while not self.done():
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"experiment {self.experiment.name}: deadline reached with "
                                    f"{len(self.applied)}/{self.experiment.max_trials} results")
-            try:
-                self.fill()
-                if self.collect(timeout=self.poll_interval) == 0:
-                    self._refresh_if_shared()
-            except StorageError as exc:
-                # The store is unreachable: nothing is lost (all state is in the store and the
-                # children keep training); wait and carry on from the last committed state.
-                log.warning("storage unavailable, retrying: %s", exc)
-                time.sleep(min(5.0, self.poll_interval * 4))
-                self._load()
+            self.step(timeout=self.poll_interval)
         self.on_event(LoopEvent("done", info=self.summary()))
         return self.summary()
 

@@ -106,8 +106,7 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
             if reason:
                 log.info("experiment %s %s: stopping the search", experiment, reason)
                 return 0
-            loop.fill()
-            loop.collect(timeout=poll_interval)
+            loop.step(timeout=poll_interval)
             if stop_event.is_set():
                 raise _Stop()
     except _Stop:
@@ -168,7 +167,14 @@ class _Metrics:
         self.sampled = Counter("kubenas_controller_trials_sampled_total", "Architectures sampled")
         self.conflicts = Counter("kubenas_controller_state_conflicts_total",
                                  "Compare-and-swap conflicts on the shared controller state")
-        start_http_server(port, addr=os.environ.get("KUBENAS_METRICS_ADDR", "0.0.0.0"))
+        try:
+            start_http_server(port, addr=os.environ.get("KUBENAS_METRICS_ADDR", "0.0.0.0"))
+        except OSError as exc:
+            # Pods sharing one network namespace (hostNetwork, the dev cluster's fake kubelet,
+            # a second replica on the node) would crash-loop on a busy port: the search
+            # matters more than its metrics.
+            log.warning("metrics port %s unavailable (%s): serving no metrics", port, exc)
+            self.enabled = False
 
     def observe(self, e) -> None:
         if not self.enabled:

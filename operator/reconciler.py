@@ -11,6 +11,7 @@ and does only what is missing. Both return None or a delay after which to look a
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
@@ -21,7 +22,7 @@ from kubenas.operator.events import EventRecorder
 from kubenas.operator.informer import Informer
 from kubenas.operator.jobs import build_job, owner_reference
 from kubenas.operator.kube import Kube, KubeError, custom_path, deployments_path, jobs_path
-from kubenas.operator.naming import job_name
+from kubenas.operator.naming import job_name, label_value
 from kubenas.operator.results import (ResultStoreError, StoreProvider, read_result,
                                       write_failed_result)
 from kubenas.operator.status import (COND_ACCEPTED, COND_CONTROLLER, COND_VALID, JobObservation, Outcome, apply_outcome,
@@ -80,8 +81,27 @@ class Reconciler:
         self.settings = settings
         self.deployments = deployments
         self.result_grace_seconds = result_grace_seconds
+        self._locks_lock = threading.Lock()
+        self._pool_locks: dict = {}
 
     # -- reads -------------------------------------------------------------------------------
+    def _pool_lock(self, ns: str, experiment: str, pool: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._pool_locks.setdefault((ns, experiment, pool), threading.Lock())
+
+    def _jobs_in_flight(self, ns: str, experiment: str, pool: str) -> int:
+        """The experiment's unfinished Jobs in ``pool`` (from the Jobs cache)."""
+        exp_label, pool_label = label_value(experiment), label_value(pool)
+        n = 0
+        for job in self.jobs.items():
+            meta = job.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            if (meta.get("namespace") == ns and labels.get(C.LABEL_EXPERIMENT) == exp_label
+                    and labels.get(C.LABEL_POOL) == pool_label
+                    and not observe_job(job, []).finished):
+                n += 1
+        return n
+
     def _experiment(self, ns: str, name: str) -> Optional[dict]:
         obj = self.experiments.get(ns, name)
         if obj is not None:
@@ -218,7 +238,7 @@ class Reconciler:
                                                     valid=("False", "ExperimentInvalid", msg)))
             return None   # a change to the Experiment re-queues this Trial
         try:
-            parse_trial_object(trial, exp)
+            _, pool = parse_trial_object(trial, exp)
         except ContractError as exc:
             reason = "UnknownPool" if str(exc).startswith("spec.pool") else "InvalidSpec"
             self._write_trial_status(trial, Outcome(C.TRIAL_PENDING, reason, str(exc),
@@ -233,24 +253,36 @@ class Reconciler:
             # down): never train twice; the result record, if any, still decides.
             return self._job_vanished(trial, exp, jname)
         if job is None:
-            manifest = build_job(trial, exp_obj, settings=self.settings)
-            try:
-                job = self.kube.create(jobs_path(ns), manifest)
-                created = True
-                M.JOBS_CREATED.inc()
-                log.info("trial %s/%s: created Job %s", ns, name, jname)
-            except KubeError as exc:
-                if exc.conflict:   # AlreadyExists: made before a restart, or the cache lags
-                    job = self._job(ns, jname, live=True)
-                    if job is None:
-                        return 1.0   # deleted meanwhile; look again
-                else:
-                    msg = f"cannot create Job {jname}: {exc}"
+            # maxInFlight is enforced here, where Jobs are made: whoever submits Trials (two
+            # controller replicas racing, a hand-made Trial), a pool never runs more of an
+            # experiment's trials at once. Counting and creating under one lock per pool keeps
+            # this operator's workers from taking the same last slot.
+            with self._pool_lock(ns, exp.name, pool.name):
+                busy = self._jobs_in_flight(ns, exp.name, pool.name)
+                if busy >= pool.max_in_flight:
                     self._write_trial_status(trial, Outcome(
-                        C.TRIAL_PENDING, "JobCreateFailed", msg,
-                        job_created=("False", "JobCreateFailed", msg)))
-                    return 30.0 if exc.status in (400, 403, 422) else 5.0
-            self.jobs.upsert(job)
+                        C.TRIAL_PENDING, "WaitingForSlot",
+                        f"pool {pool.name} already runs {busy} trials of experiment {exp.name} "
+                        f"(maxInFlight {pool.max_in_flight}); waiting for one to finish"))
+                    return 1.0
+                manifest = build_job(trial, exp_obj, settings=self.settings)
+                try:
+                    job = self.kube.create(jobs_path(ns), manifest)
+                    created = True
+                    M.JOBS_CREATED.inc()
+                    log.info("trial %s/%s: created Job %s", ns, name, jname)
+                except KubeError as exc:
+                    if exc.conflict:   # AlreadyExists: made before a restart, or the cache lags
+                        job = self._job(ns, jname, live=True)
+                        if job is None:
+                            return 1.0   # deleted meanwhile; look again
+                    else:
+                        msg = f"cannot create Job {jname}: {exc}"
+                        self._write_trial_status(trial, Outcome(
+                            C.TRIAL_PENDING, "JobCreateFailed", msg,
+                            job_created=("False", "JobCreateFailed", msg)))
+                        return 30.0 if exc.status in (400, 403, 422) else 5.0
+                self.jobs.upsert(job)
         if not _owned_by(job, C.TRIAL_KIND, name, trial["metadata"]["uid"]):
             msg = (f"Job {jname} exists but belongs to another object (a deleted Trial of the "
                    f"same name?); waiting for it to be deleted")

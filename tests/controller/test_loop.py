@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from typing import Optional
 
 import pytest
@@ -15,6 +16,7 @@ from kubenas.controller.loop import STATE_KEY, SearchLoop
 from kubenas.controller.results import StoreResultSource
 from kubenas.controller.strategies.base import Feedback, Proposal, Strategy
 from kubenas.experiment import parse_experiment
+from kubenas.storage import PreconditionFailed, StorageError
 from kubenas.storage.local import LocalStore
 
 ARCH = Architecture(space="nasbench201", tokens=[0] * 6, spec={"edges": {
@@ -159,3 +161,93 @@ def test_state_of_another_experiment_is_refused(tmp_path):
     store.put(STATE_KEY, json.dumps({"experiment": "other", "strategyName": "random"}).encode())
     with pytest.raises(RuntimeError, match="belongs to experiment 'other'"):
         SearchLoop(_exp(), CountingStrategy, ShuffledExecutor(store, 1), StoreResultSource(store), store)
+
+
+class FlakyStore(LocalStore):
+    """A LocalStore whose next state writes / reads can be made to misbehave:
+    ``lost_answers``: that many state writes land but answer 412 (a retried PUT whose first
+    attempt went through); ``outage``: that many state writes and then reads raise StorageError."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.lost_answers = 0
+        self.outage = 0
+
+    def put_if_match(self, key, data, etag):
+        if key == STATE_KEY and self.outage:
+            self.outage -= 1
+            raise StorageError("connection refused")
+        new = super().put_if_match(key, data, etag)
+        if key == STATE_KEY and self.lost_answers:
+            self.lost_answers -= 1
+            raise PreconditionFailed("412 on the retry of a write that landed")
+        return new
+
+    def get_with_etag(self, key):
+        if key == STATE_KEY and self.outage:
+            self.outage -= 1
+            raise StorageError("connection refused")
+        return super().get_with_etag(key)
+
+
+def test_resume_submits_a_sample_whose_submission_never_happened(tmp_path):
+    store = LocalStore(tmp_path)
+    ex = ShuffledExecutor(store, slots=2, seed=4)
+    first = SearchLoop(_exp(6), CountingStrategy, ex, StoreResultSource(store), store, poll_interval=0)
+    tid = first._transact(first._sample_one)       # written to the store... and killed here
+    assert tid == "exp-00000" and ex.submits == []
+    ex2 = ShuffledExecutor(store, slots=2, seed=5)
+    second = SearchLoop(_exp(6), CountingStrategy, ex2, StoreResultSource(store), store, poll_interval=0)
+    while not second.done():                       # the in-cluster controller drives step()
+        second.step()
+    assert ex2.submits[0] == "exp-00000"
+    assert sorted(second.applied) == [f"exp-{i:05d}" for i in range(6)]
+
+
+def test_a_state_write_whose_answer_was_lost_does_not_strand_its_sample(tmp_path):
+    store = FlakyStore(tmp_path)
+    ex = ShuffledExecutor(store, slots=2, seed=6)
+    loop = SearchLoop(_exp(8), CountingStrategy, ex, StoreResultSource(store), store, poll_interval=0)
+    store.lost_answers = 1      # the first sample lands, the loop believes it lost a race
+    summary = loop.run(deadline=time.monotonic() + 10)
+    assert summary["applied"] == 8
+    assert sorted(map(int, loop.strategy.told)) == list(range(8))
+    assert sorted(set(ex.submits)) == [f"exp-{i:05d}" for i in range(8)]
+
+
+def test_a_store_outage_is_ridden_out_even_while_reloading(tmp_path):
+    store = FlakyStore(tmp_path)
+    ex = ShuffledExecutor(store, slots=2, seed=7)
+    loop = SearchLoop(_exp(8), CountingStrategy, ex, StoreResultSource(store), store, poll_interval=0)
+    loop.fill()
+    store.outage = 4            # a write fails, then the reloads after it fail too
+    summary = loop.run(deadline=time.monotonic() + 10)
+    assert store.outage == 0 and summary["applied"] == 8
+    assert sorted(map(int, loop.strategy.told)) == list(range(8))
+
+
+class InstantExecutor(Executor):
+    """Children that are done the moment they are submitted: a slot is never busy."""
+
+    def __init__(self, store, slots: int) -> None:
+        self.store, self.slots = store, slots
+
+    def free_slots(self, pool=None) -> int:
+        return self.slots
+
+    def submit(self, request: TrialRequest) -> None:
+        n = int(request.trial_id.rsplit("-", 1)[1])
+        self.store.put_new(result_key(request.trial_id), ResultRecord(
+            experiment="exp", trial_id=request.trial_id, architecture=request.architecture,
+            status="succeeded", reward=n / 100.0).to_json())
+
+
+def test_fast_children_do_not_starve_the_policy_of_results(tmp_path):
+    store = LocalStore(tmp_path)
+    loop = SearchLoop(_exp(12), CountingStrategy, InstantExecutor(store, 3),
+                      StoreResultSource(store), store, poll_interval=0)
+    loop.run()
+    # each round samples into the 3 free slots, then applies what finished meanwhile: no
+    # sample comes from a policy more than one round behind
+    versions = [s["policyVersion"] for _, s in sorted(loop.sampled.items())]
+    assert versions == [0, 0, 0, 3, 3, 3, 6, 6, 6, 9, 9, 9]

@@ -170,6 +170,32 @@ def test_trials_become_exactly_one_job_each_and_follow_it(env, operator):
     assert st["bestArchitecture"]["space"] == "cnn"
 
 
+def test_a_pool_never_runs_more_than_its_max_in_flight_whoever_makes_the_trials(env, operator):
+    """Two controller replicas racing (or Trials made by hand) may create more Trials than a
+    pool's maxInFlight: the operator makes their Jobs one slot at a time."""
+    from kubenas.operator.status import observe_job
+
+    env.create_experiment(workerPools=[{"name": "solo", "maxInFlight": 1,
+                                        "nodeSelector": {"kubenas.dev/pool": "pool-a"}}])
+    names = [f"exp1-{i:05d}" for i in range(3)]
+    for n in names:
+        env.create_trial(n, pool="solo", fake={"sleep": 1.0, "reward": 0.5})
+    most, waiting = 0, set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        busy = [j for j in env.jobs() if not observe_job(j, []).finished]
+        most = max(most, len(busy))
+        phases = env.phases()
+        waiting |= {(n, r) for n, (ph, r) in phases.items() if r == "WaitingForSlot"}
+        if all(phases.get(n, (None,))[0] == "Succeeded" for n in names):
+            break
+        time.sleep(0.1)
+    assert all(env.phases()[n][0] == "Succeeded" for n in names), env.phases()
+    assert most == 1, most
+    assert len(waiting) >= 1                      # the others said why they waited
+    assert sorted(j["metadata"]["name"] for j in env.jobs()) == [job_name(n) for n in names]
+
+
 def test_insufficient_gpu_is_pending_with_the_reason(env, operator):
     env.create_experiment(workerPools=[
         {"name": "huge", "nodeSelector": {"kubenas.dev/pool": "pool-a"}, "gpusPerTrial": 3,
@@ -328,7 +354,8 @@ def test_operator_killed_and_restarted_never_duplicates_or_orphans_jobs(env, ope
 
     cmd = [sys.executable, "-m", "kubenas.operator.main", "--namespace", env.ns,
            "--kubeconfig", env.cluster.kubeconfig, "--child-command", json.dumps(FAKE_KUBENAS),
-           "--resync-seconds", "2", "--result-grace-seconds", "3", "--log-level", "WARNING"]
+           "--resync-seconds", "2", "--result-grace-seconds", "3", "--log-level", "WARNING",
+           "--no-controllers"]   # like operator_factory: the test drives Trials by hand
     proc = subprocess.Popen(cmd, cwd=str(tmp_path))
     try:
         for i in range(1, 7):

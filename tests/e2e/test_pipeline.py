@@ -1,0 +1,495 @@
+"""The whole pipeline on the dev cluster, for real: the chart's RBAC and the chart's operator
+environment, ``kubenas operator`` as a process, the controller Deployment it makes run by the
+fake kubelet as ``kubenas controller`` (REINFORCE, state in S3), trial Jobs placed by the real
+scheduler and run as ``kubenas train-child`` on digits, results and checkpoints in SeaweedFS.
+
+* one long search (12 trials over two pools) during which the controller pod is killed, a
+  running trial pod is deleted after its first checkpoint, the operator is SIGKILLed and
+  restarted and the S3 server is restarted; it must finish with nothing lost and nothing
+  counted twice, within each pool's GPU capacity and maxInFlight;
+* a shorter search with two controller replicas sharing the policy by compare-and-swap;
+* bad specs: what the CRD schema rejects (422) and what only the controller can tell
+  (Valid=False / InvalidSpec naming the field, no Trials).
+
+Children are tiny (digits, 2 epochs, 2-3 layers of 4-8 filters), so a child is mostly Python
+and torch start-up. Marked ``k8s`` and ``slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from kubenas.contracts import ResultRecord, result_key
+from kubenas.operator.kube import KubeError, custom_path
+from kubenas.operator.naming import job_name
+
+from devenv.fake_kubelet import PROC_MARKER
+from tests.e2e.harness import Install, PodSampler, wait_for
+from tests.operator.test_cluster import _table
+
+pytestmark = [pytest.mark.k8s]
+
+CONTROLLER = "app.kubernetes.io/component=controller"
+TRIAL_PODS = "app.kubernetes.io/component=trial"
+
+
+def digits_spec(max_trials: int, pools: list, **over) -> dict:
+    spec = {
+        "search": {
+            "space": "cnn", "strategy": "reinforce", "seed": 0,
+            "spaceOptions": {"filterHeights": [1, 3], "filterWidths": [1, 3], "numFilters": [4, 8],
+                             "curriculum": {"startLayers": 2, "stepLayers": 1,
+                                            "everySamples": 6, "maxLayers": 3}},
+            # one optimizer step per result: the policy version counts the rewards applied
+            "strategyOptions": {"learningRate": 0.01, "batchSize": 1, "accumulate": 1},
+        },
+        "budget": {"maxTrials": max_trials},
+        "trainer": {"dataset": {"name": "digits"}, "epochs": 2, "batchSize": 32,
+                    "learningRate": 0.2, "rewardWindow": 2, "numThreads": 1,
+                    "saveModel": True},
+        "workerPools": pools,
+        # retries: the deleted pod's; a child that gives up while S3 restarts
+        "jobSettings": {"backoffLimit": 3, "ttlSecondsAfterFinished": 3600},
+    }
+    spec.update(over)
+    return spec
+
+
+def pool(name: str, gpus: int, max_in_flight: int) -> dict:
+    return {"name": name, "nodeSelector": {"kubenas.dev/pool": name}, "gpusPerTrial": gpus,
+            "maxInFlight": max_in_flight, "resources": {"cpu": "1", "memory": "1Gi"}}
+
+
+# the dev cluster's nodes: pool-a = 2 nodes x 2 GPUs, pool-b = 1 node x 1 GPU
+GPUS = {"pool-a": 4, "pool-b": 1}
+
+
+@pytest.fixture
+def kubenas(dev_cluster, k8s_namespace, tmp_path):
+    inst = Install(dev_cluster, k8s_namespace, tmp_path / "kubenas").install()
+    try:
+        yield inst
+    finally:
+        inst.close()
+
+
+class Run:
+    """One Experiment being watched: its store, the pods ever seen, diagnostics on failure."""
+
+    def __init__(self, inst: Install, name: str, spec: dict) -> None:
+        self.inst, self.name, self.spec = inst, name, spec
+        self.store = inst.store(name)
+        self.sampler = PodSampler(inst.kube, inst.ns).start()
+        self.controller_pods: set = set()
+        self.t0 = time.monotonic()
+        inst.create_experiment(name, spec)
+
+    def status(self) -> dict:
+        return self.inst.experiment(self.name).get("status") or {}
+
+    def applied(self) -> int:
+        try:
+            return len(self.inst.controller_state(self.name)["applied"])
+        except Exception:  # noqa: BLE001 - no state yet, or S3 restarting
+            return -1
+
+    def controller(self) -> list:
+        pods = self.inst.list("pods", f"kubenas.dev/experiment={self.name},{CONTROLLER}")
+        self.controller_pods |= {p["metadata"]["name"] for p in pods}
+        return pods
+
+    def running_controller(self, not_named=()) -> str:
+        for p in self.controller():
+            if (p["status"].get("phase") == "Running" and p["metadata"]["name"] not in not_named
+                    and not p["metadata"].get("deletionTimestamp")):
+                return p["metadata"]["name"]
+        return ""
+
+    def diagnostics(self) -> str:
+        inst = self.inst
+        parts = [lambda: inst.kubectl("get", "experiments,trials,jobs,pods", "-o", "wide"),
+                 lambda: "--- experiment status\n" + json.dumps(self.status(), indent=1)[:4000],
+                 lambda: "--- controller pods\n" + inst.pod_logs(f"kubenas-controller-{self.name}-"),
+                 lambda: "--- operator log\n" + inst.operator_log()[-6000:]]
+        out = []
+        for part in parts:
+            try:
+                out.append(part())
+            except Exception as exc:  # noqa: BLE001 - diagnostics must not hide the failure
+                out.append(f"(diagnostics: {exc!r})")
+        return "\n".join(out)
+
+    def wait(self, predicate, timeout: float, what: str):
+        return wait_for(predicate, timeout, what, interval=0.5, on_timeout=self.diagnostics)
+
+    def wait_applied(self, n: int, timeout: float = 180) -> None:
+        self.wait(lambda: self.applied() >= n, timeout, f"{n} results applied")
+
+    def wait_done(self, timeout: float = 300) -> dict:
+        """Succeeded (the controller applied the whole budget) and the operator's counts caught
+        up (it marks a Trial done when it has read the result, possibly after the controller)."""
+        self.wait(lambda: self.status().get("phase") == "Succeeded", timeout,
+                  f"experiment {self.name} Succeeded")
+        n = self.spec["budget"]["maxTrials"]
+        return self.wait(lambda: (lambda s: s if s.get("trialsCompleted") == n else None)(self.status()),
+                         60, f"the operator's counts of {self.name}: {n} trials completed")
+
+    def stop(self) -> None:
+        self.sampler.stop()
+
+    def say(self, msg: str) -> None:
+        print(f"[{self.name} +{time.monotonic() - self.t0:5.1f}s, {self.applied()} applied] {msg}",
+              flush=True)
+
+
+def kubectl_tables(out: str) -> dict:
+    """``kubectl get a,b,c`` output: {kind prefix: [row dicts]} (one table per kind)."""
+    tables = {}
+    for block in out.strip().split("\n\n"):
+        rows = _table(block)
+        if rows:
+            tables[rows[0]["NAME"].split("/")[0]] = rows
+    return tables
+
+
+def interrupt_after_first_checkpoint(run: Run) -> str:
+    """Delete a trial pod while it trains, after its first epoch's checkpoint is in S3 and
+    before its result is: the child is single-stepped (SIGCONT/SIGSTOP in 30 ms slices)
+    until the checkpoint appears, then the pod is force-deleted. Returns the trial's name."""
+    inst = run.inst
+    pods_dir = inst.cluster.pods_dir
+    for _attempt in range(4):
+        def candidate():
+            for p in inst.list("pods", TRIAL_PODS):
+                name = p["metadata"]["name"]
+                trial = p["metadata"]["annotations"]["kubenas.dev/trial-name"]
+                marker = pods_dir / f"{inst.ns}_{name}" / PROC_MARKER
+                if (p["status"].get("phase") == "Running" and marker.exists()
+                        and not run.store.exists(result_key(trial))
+                        and not run.store.exists(f"checkpoints/{trial}/latest.pt")):
+                    return name, trial, int(marker.read_text().split()[0])
+            return None
+
+        pod, trial, pid = run.wait(candidate, 120, "a trial pod that has just started")
+        caught = False
+        try:
+            os.killpg(pid, signal.SIGSTOP)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                os.killpg(pid, signal.SIGCONT)
+                time.sleep(0.03)
+                os.killpg(pid, signal.SIGSTOP)
+                if run.store.exists(f"checkpoints/{trial}/latest.pt"):
+                    caught = not run.store.exists(result_key(trial))
+                    break
+            if caught:   # stopped between checkpoint and result: the pod goes (SIGKILL)
+                inst.kubectl("delete", "pod", pod, "--grace-period=0", "--force", "--wait=false")
+                return trial
+        except ProcessLookupError:
+            continue          # it finished (or died) meanwhile: take another one
+        finally:
+            if not caught:    # never leave a child stopped
+                try:
+                    os.killpg(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+    raise AssertionError("could not catch a trial between its checkpoint and its result")
+
+
+def check_exactly_once(run: Run, max_trials: int) -> tuple[dict, list]:
+    """The controller's state, the result records, the Trials and the Jobs agree: every trial
+    sampled once, applied once, one Job each, no orphans."""
+    inst, name = run.inst, run.name
+    ids = [f"{name}-{i:05d}" for i in range(max_trials)]
+    state = inst.controller_state(name)
+    strat = state["strategy"]
+    assert state["nextIndex"] == max_trials
+    assert sorted(state["sampled"]) == ids                 # each trial id sampled once
+    assert sorted(state["applied"]) == ids                 # and applied once
+    assert sorted(s["index"] for s in state["sampled"].values()) == list(range(max_trials))
+    assert strat["num_sampled"] == max_trials              # the policy sampled exactly the budget
+    assert strat["pending"] == []                          # every sample got its answer
+    succeeded = [t for t, a in state["applied"].items() if a["status"] == "succeeded"]
+    assert succeeded, state["applied"]
+    # batchSize 1, accumulate 1: one optimizer step per reward. A reward applied twice would
+    # step twice (or raise "already told"); a lost update would step fewer times.
+    assert strat["version"] == len(succeeded) > 0
+    assert strat["in_step"] == 0
+
+    records = {}
+    for key in run.store.list("results/"):
+        rec = ResultRecord.from_json(run.store.get(key))
+        assert key == result_key(rec.trial_id)
+        records[rec.trial_id] = rec
+    assert sorted(records) == ids
+    for tid, a in state["applied"].items():                 # what was applied is what was recorded
+        assert a["status"] == records[tid].status, tid
+        assert a["reward"] == records[tid].reward, tid
+
+    trials = inst.list("trials")
+    jobs = inst.list("jobs")
+    assert sorted(t["metadata"]["name"] for t in trials) == ids
+    assert sorted(j["metadata"]["name"] for j in jobs) == sorted(job_name(t) for t in ids)
+    uids = {t["metadata"]["name"]: t["metadata"]["uid"] for t in trials}
+    for j in jobs:
+        (ref,) = j["metadata"]["ownerReferences"]
+        assert ref["kind"] == "Trial" and uids[ref["name"]] == ref["uid"], j["metadata"]["name"]
+        assert job_name(ref["name"]) == j["metadata"]["name"]
+    job_names = {j["metadata"]["name"] for j in jobs}
+    for p in inst.list("pods", TRIAL_PODS):                  # no pod outside those Jobs
+        assert p["metadata"]["labels"].get("job-name") in job_names, p["metadata"]["name"]
+    phases = {t["metadata"]["name"]: t["status"]["phase"] for t in trials}
+    assert all(phases[t] == ("Succeeded" if records[t].succeeded else "Failed") for t in ids), phases
+    return state, [records[t] for t in ids]
+
+
+def check_concurrency(run: Run, pools: list) -> None:
+    """Trial pods ran only on their pool's nodes, never more at once than the pool's GPUs
+    allow (real scheduler) nor than its maxInFlight (controller + operator)."""
+    s = run.sampler
+    for p in pools:
+        limit = min(GPUS[p["name"]] // max(1, p["gpusPerTrial"]), p["maxInFlight"])
+        assert 1 <= s.max_running.get(p["name"], 0) <= limit, (p["name"], s.max_running)
+        assert s.nodes[p["name"]] and all(n.startswith(p["name"] + "-") for n in s.nodes[p["name"]])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_long_search_survives_controller_operator_pod_and_s3_faults(kubenas, dev_cluster):
+    # pool-a: 2 GPUs per trial on 2 x 2-GPU nodes -> 2 at once although maxInFlight is 3 (the
+    # third waits Pending: Insufficient nvidia.com/gpu); pool-b: 1 at once.
+    pools = [pool("pool-a", gpus=2, max_in_flight=3), pool("pool-b", gpus=1, max_in_flight=1)]
+    n = 12
+    kubenas.start_operator()
+    run = Run(kubenas, "digits", digits_spec(n, pools))
+    try:
+        run.wait(lambda: run.running_controller(), 60, "the controller pod running")
+
+        # 1. a running trial pod is deleted after its first checkpoint: the Job retries it
+        deleted_trial = interrupt_after_first_checkpoint(run)
+        run.say(f"deleted the pod of {deleted_trial} between its checkpoint and its result")
+
+        # 2. the controller pod is killed: its ReplicaSet starts another, which resumes from S3
+        run.wait_applied(3)
+        first = run.running_controller()
+        assert first
+        kubenas.kubectl("delete", "pod", first, "--grace-period=0", "--force", "--wait=false")
+        run.say(f"killed controller pod {first}")
+        second = run.wait(lambda: run.running_controller(not_named={first}), 60,
+                          "a new controller pod")
+        run.say(f"controller pod {second} running")
+
+        # 3. the operator is SIGKILLed; trials go on without it for a while; it comes back
+        run.wait_applied(5)
+        kubenas.kill_operator(signal.SIGKILL)
+        run.say("operator SIGKILLed")
+        time.sleep(4)
+        kubenas.start_operator()
+        run.say("operator started again")
+
+        # 4. the S3 server restarts (same ports and data) under everybody's feet
+        run.wait_applied(8)
+        run.say("restarting S3")
+        dev_cluster.s3.restart()
+        run.say("S3 is back")
+
+        status = run.wait_done(timeout=300)
+        run.say("Succeeded")
+    finally:
+        run.stop()
+
+    state, records = check_exactly_once(run, n)
+    check_concurrency(run, pools)
+
+    # the real scheduler held pool-a's third trial back for want of GPUs
+    events = kubenas.list("events")
+    assert any(e["reason"] == "FailedScheduling" and "Insufficient nvidia.com/gpu" in e["message"]
+               for e in events), "no trial waited for a GPU"
+
+    # the deleted trial's second pod resumed from the first one's checkpoint
+    rec = {r.trial_id: r for r in records}[deleted_trial]
+    assert rec.succeeded and rec.extra["attempt"] >= 2, rec.extra
+    assert rec.extra["resumed_from_epoch"] >= 1, rec.extra
+    assert len(run.sampler.pods_by_trial[deleted_trial]) >= 2
+
+    # both controller pods searched: the first sampled, the second went on (no re-sampling)
+    replicas = {s["replica"] for s in state["sampled"].values()} | \
+        {a["replica"] for a in state["applied"].values()}
+    assert {first, second} <= replicas, (first, second, replicas)
+    # the controllers and the operator rode out every fault without crashing
+    assert "Traceback" not in kubenas.pod_logs("kubenas-controller-digits-", tail=10**6)
+    assert "Traceback" not in kubenas.operator_log()
+    # the operator really was killed and started again; the second one adopted the first
+    # one's Jobs instead of making them again
+    assert len(kubenas.operator_pids) == 2
+    assert kubenas.operator_log().count("kubenas operator started") == 2
+    created = [e["involvedObject"]["name"] for e in events if e["reason"] == "JobCreated"]
+    assert len(created) == len(set(created)) >= n - 1, created   # (-1: killed before its event)
+
+    # the policy learned and the best architecture is in the Experiment's status
+    succeeded = [r for r in records if r.succeeded]
+    best = max(succeeded, key=lambda r: r.reward)
+    assert status["policyVersion"] == state["strategy"]["version"] > 0
+    assert status["bestReward"] == pytest.approx(best.reward)
+    assert status["bestArchitecture"] == best.architecture.to_dict()
+    assert status["trialsCreated"] == n
+    assert status["trialsSucceeded"] + status["trialsFailed"] == n
+    assert [c for c in status["conditions"] if c["type"] == "Complete"][0]["status"] == "True"
+    outputs = set(run.store.list("outputs/"))
+    assert {"outputs/leaderboard.csv", "outputs/best_architecture.json",
+            "outputs/best_model.pt"} <= outputs
+    assert json.loads(run.store.get("outputs/best_architecture.json"))["trial_id"] == best.trial_id
+
+    # kubectl tells the story
+    t = kubectl_tables(kubenas.kubectl("get", "experiments,trials,jobs"))
+    (exp,) = t["experiment.kubenas.dev"]
+    assert (exp["NAME"], exp["PHASE"], exp["DONE"], exp["BUDGET"]) == \
+        ("experiment.kubenas.dev/digits", "Succeeded", str(n), str(n))
+    assert float(exp["BEST"]) == pytest.approx(best.reward)
+    trial_rows = {r["NAME"].split("/")[1]: r for r in t["trial.kubenas.dev"]}
+    assert len(trial_rows) == n
+    for r in records:
+        row = trial_rows[r.trial_id]
+        assert row["PHASE"] == ("Succeeded" if r.succeeded else "Failed")
+        if r.succeeded:
+            assert float(row["REWARD"]) == pytest.approx(r.reward)
+    assert {row["POOL"] for row in trial_rows.values()} == {"pool-a", "pool-b"}
+    jobs = {r["NAME"]: r for r in t["job.batch"]}
+    assert sorted(jobs) == sorted(f"job.batch/{job_name(x)}" for x in trial_rows)
+    for r in succeeded:
+        assert jobs[f"job.batch/{job_name(r.trial_id)}"]["COMPLETIONS"] == "1/1"
+
+    # finished: the controller Deployment is parked
+    run.wait(lambda: kubenas.list("deployments", "kubenas.dev/experiment=digits")[0]["spec"]["replicas"] == 0,
+             30, "controller scaled to 0")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_two_controller_replicas_share_the_policy_by_compare_and_swap(kubenas):
+    # pool-a could run 4 at once (4 GPUs, 1 each): only maxInFlight keeps it to 2, even with
+    # two controllers submitting Trials side by side.
+    pools = [pool("pool-a", gpus=1, max_in_flight=2), pool("pool-b", gpus=1, max_in_flight=1)]
+    n = 8
+    kubenas.start_operator()
+    run = Run(kubenas, "twins", digits_spec(n, pools, controller={"replicas": 2}))
+    try:
+        run.wait(lambda: len([p for p in run.controller() if p["status"].get("phase") == "Running"]) == 2,
+                 60, "two controller pods running")
+        run.say(f"controller pods {sorted(run.controller_pods)}")
+        status = run.wait_done(timeout=300)
+        run.say("Succeeded")
+    finally:
+        run.stop()
+    state, records = check_exactly_once(run, n)
+    check_concurrency(run, pools)
+    # both replicas sampled architectures from, and applied rewards to, the one shared policy
+    pods = run.controller_pods
+    assert len(pods) == 2, pods
+    sampled_by = [s["replica"] for s in state["sampled"].values()]
+    applied_by = [a["replica"] for a in state["applied"].values()]
+    print({p: (sampled_by.count(p), applied_by.count(p)) for p in pods})   # (sampled, applied)
+    assert set(sampled_by) | set(applied_by) == pods, (sampled_by, applied_by, pods)
+    assert "Traceback" not in kubenas.pod_logs("kubenas-controller-twins-", tail=10**6)
+    # the policy versions seen at sampling time grow with the shared policy, whichever replica
+    # sampled: no replica kept sampling from a policy another had already moved past
+    versions = [s["policyVersion"] for _, s in sorted(state["sampled"].items())]
+    assert versions == sorted(versions), versions
+    assert status["policyVersion"] == state["strategy"]["version"] > 0
+    best = max((r for r in records if r.succeeded), key=lambda r: r.reward)
+    assert status["bestReward"] == pytest.approx(best.reward)
+
+
+def _reject(inst: Install, spec: dict) -> str:
+    with pytest.raises(KubeError) as info:
+        inst.create_experiment("bad", spec)
+    assert info.value.status == 422, info.value
+    return info.value.message
+
+
+def test_schema_rejects_malformed_experiments_with_422(kubenas):
+    """What the structural schema can say, it says at `kubectl apply` time (422, naming the
+    field). tests/operator/test_cluster.py covers search/budget/pools/storage.url; these are
+    the rest of the spec."""
+    good = digits_spec(2, [pool("pool-a", 1, 1)])
+
+    def with_(section: str, key: str, value) -> dict:
+        spec = json.loads(json.dumps(good))
+        spec[section][key] = value
+        return spec
+
+    cases = [
+        (with_("trainer", "epochs", 0), "spec.trainer.epochs"),
+        (with_("trainer", "dataset", {"name": "imagenet"}), "spec.trainer.dataset.name"),
+        (with_("trainer", "batchSize", "large"), "spec.trainer.batchSize"),
+        (with_("trainer", "learningRate", 0), "spec.trainer.learningRate"),
+        (with_("trainer", "momentum", 1.5), "spec.trainer.momentum"),
+        (with_("search", "strategyOptions", {"learningRate": -1}), "spec.search.strategyOptions.learningRate"),
+        (with_("search", "strategyOptions", {"batchSize": 0}), "spec.search.strategyOptions.batchSize"),
+        (with_("search", "strategyOptions", {"baselineDecay": 2}), "spec.search.strategyOptions.baselineDecay"),
+        (with_("search", "spaceOptions", {"numFilters": [0, 8]}), "spec.search.spaceOptions.numFilters"),
+        (with_("search", "seed", -1), "spec.search.seed"),
+        (with_("jobSettings", "backoffLimit", -1), "spec.jobSettings.backoffLimit"),
+        (with_("jobSettings", "activeDeadlineSeconds", 0), "spec.jobSettings.activeDeadlineSeconds"),
+        ({**good, "workerPools": []}, "spec.workerPools"),
+        ({**good, "parallelism": 0}, "spec.parallelism"),
+        ({**good, "storage": {"endpoint": "not a url"}}, "spec.storage.endpoint"),
+        ({**good, "storage": {"secretName": "Not_A_Secret"}}, "spec.storage.secretName"),
+        ({**good, "image": ""}, "spec.image"),
+    ]
+    for spec, field in cases:
+        msg = _reject(kubenas, spec)
+        assert field in msg, (field, msg)
+    # the good one is accepted (and nothing was created by the rejected ones)
+    kubenas.create_experiment("good", good)
+    names = [e["metadata"]["name"] for e in kubenas.kube.list_all(custom_path("experiments", kubenas.ns))[0]]
+    assert names == ["good"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_what_the_schema_cannot_say_the_controller_reports_and_runs_nothing(kubenas):
+    """Specs the schema lets through (it preserves unknown fields in option maps and cannot
+    relate fields): the operator accepts them and deploys the controller; the controller
+    pod finds the problem, marks the Experiment Valid=False / InvalidSpec with the field in
+    the message and Failed, creates no Trial; the operator then parks its Deployment."""
+    pools = [pool("pool-a", 1, 1)]
+    bad = {
+        "typo-strategy": (digits_spec(2, pools, search={**digits_spec(2, pools)["search"],
+                                                         "strategyOptions": {"lerningRate": 0.1}}),
+                          "strategyOptions.lerningRate: unknown option"),
+        "typo-trainer": (digits_spec(2, pools, trainer={"dataset": {"name": "digits"}, "epoch": 2}),
+                         "spec.trainer.epoch: unknown field (did you mean 'epochs'?)"),
+        "text-for-cnn": (digits_spec(2, pools, trainer={"dataset": {"name": "ptb"}, "epochs": 1}),
+                         "spec.trainer.dataset.name: 'ptb' is the language-model dataset"),
+    }
+    kubenas.start_operator()
+    for name, (spec, _) in bad.items():
+        kubenas.create_experiment(name, spec)
+
+    def invalid(name):
+        st = kubenas.experiment(name).get("status") or {}
+        cond = [c for c in st.get("conditions", []) if c["type"] == "Valid"]
+        return (st, cond[0]) if cond and st.get("phase") == "Failed" else None
+
+    for name, (_, message) in bad.items():
+        st, cond = wait_for(lambda: invalid(name), 120, f"{name} Valid=False",
+                            on_timeout=lambda: kubenas.kubectl("get", "experiments,pods")
+                            + kubenas.pod_logs("kubenas-controller-") + kubenas.operator_log()[-3000:])
+        assert (cond["status"], cond["reason"]) == ("False", "InvalidSpec"), cond
+        assert message in cond["message"], (message, cond["message"])
+        assert message in st["message"]
+        accepted = [c for c in st["conditions"] if c["type"] == "Accepted"][0]
+        assert accepted["status"] == "True"        # the operator could not have known
+    for name in bad:
+        wait_for(lambda: kubenas.list("deployments", f"kubenas.dev/experiment={name}")[0]["spec"]["replicas"] == 0,
+                 30, f"{name}'s controller parked")
+    # the controller pods really ran (the condition came from them) and made nothing
+    logs = kubenas.pod_logs("kubenas-controller-", tail=100000)
+    assert all(f"experiment {kubenas.ns}/{name} is invalid" in logs for name in bad), logs[-3000:]
+    assert kubenas.list("trials") == [] and kubenas.list("jobs") == []
