@@ -139,8 +139,13 @@ def run(dev_cluster, helm_bin, tmp_path_factory):
             for pod in api.get(f"/api/v1/namespaces/{r.ns}/pods")["items"]:
                 r.pods[pod["metadata"]["name"]] = pod
             exp = api.get(f"/apis/kubenas.dev/v1/namespaces/{r.ns}/experiments/{name}")
-            phase = (exp.get("status") or {}).get("phase")
-            return exp if phase in ("Succeeded", "Failed", "Stopped") else None
+            status = exp.get("status") or {}
+            if status.get("phase") in ("Failed", "Stopped"):
+                return exp
+            # The operator's trial counts lag the controller's phase by a resync or two.
+            budget = exp["spec"]["budget"]["maxTrials"]
+            done = status.get("phase") == "Succeeded" and status.get("trialsCompleted") == budget
+            return exp if done else None
 
         r.experiment = _wait(f"Experiment {name} to finish", finished, SEARCH_TIMEOUT,
                              diagnose=r.diagnose)
