@@ -31,7 +31,13 @@ def _strategy_factory(exp):
         space = make_space(exp.space, exp.space_options)
         return make_strategy(exp.strategy, space, exp.strategy_options, exp.seed)
 
-    factory()  # validate space and strategy options before anything starts
+    try:
+        factory()  # validate space and strategy options before anything starts
+    except ContractError as exc:
+        # The controller room names fields from `search.`; in an experiment file they sit
+        # under `spec.`, like every other error the file can get.
+        msg = str(exc)
+        raise ContractError(f"spec.{msg}" if msg.startswith("search.") else msg) from None
     return factory
 
 

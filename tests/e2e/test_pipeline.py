@@ -462,7 +462,7 @@ def test_what_the_schema_cannot_say_the_controller_reports_and_runs_nothing(kube
     bad = {
         "typo-strategy": (digits_spec(2, pools, search={**digits_spec(2, pools)["search"],
                                                          "strategyOptions": {"lerningRate": 0.1}}),
-                          "strategyOptions.lerningRate: unknown option"),
+                          "spec.search.strategyOptions.lerningRate: unknown option"),
         "typo-trainer": (digits_spec(2, pools, trainer={"dataset": {"name": "digits"}, "epoch": 2}),
                          "spec.trainer.epoch: unknown field (did you mean 'epochs'?)"),
         "text-for-cnn": (digits_spec(2, pools, trainer={"dataset": {"name": "ptb"}, "epochs": 1}),

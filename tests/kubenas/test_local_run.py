@@ -98,5 +98,5 @@ def test_bad_experiment_file_starts_nothing(tmp_path):
     proc = _run(exp_file, tmp_path / "work")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    assert "lerningRate" in out and "error" in out
+    assert "spec.search.strategyOptions.lerningRate: unknown option" in out and "error" in out
     assert not (tmp_path / "work" / "store").exists()
