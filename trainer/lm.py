@@ -68,6 +68,7 @@ from torch import Tensor, nn
 
 from kubenas.contracts import Architecture, ContractError, EpochMetrics
 from kubenas.trainer.builders.rnn_cell import RNNTreeLayer, parse_cell
+from kubenas.trainer.config import _fail, _is_int, _is_num
 from kubenas.trainer.errors import ArchitectureError, ChildFailure, OutOfMemory, TooLarge, TrainingError
 
 log = logging.getLogger("kubenas.trainer")
@@ -110,18 +111,6 @@ _IMAGE_ONLY = {"momentum": 0.9, "nesterov": True, "lrSchedule": "cosine", "rewar
 _SHARED_IMAGE_DEFAULTS = {"epochs": 5, "batchSize": 64, "evalBatchSize": 512, "learningRate": 0.1,
                           "weightDecay": 1e-4, "maxParameters": 5_000_000, "seed": 0,
                           "device": "auto", "numThreads": None, "saveModel": False}
-
-
-def _fail(where: str, msg: str):
-    raise ContractError(f"{where}: {msg}")
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_value(key: str, v: Any, w: str) -> Any:
