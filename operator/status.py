@@ -167,21 +167,19 @@ def observe_job(job: Mapping, pods: Iterable[Mapping]) -> JobObservation:
     live = [p for p in pods if (p.get("status") or {}).get("phase") in ("Pending", "Running", None, "")]
     running = [p for p in live if (p.get("status") or {}).get("phase") == "Running"]
     prior = f" (attempt {obs.attempts}; previous: {obs.last_failure})" if failed_pods else ""
-    if running:
-        pod = running[-1]
-        obs.phase, obs.scheduled = C.TRIAL_RUNNING, True
+    def on_pod(pod: Mapping, reason: str) -> JobObservation:
+        obs.phase, obs.scheduled, obs.reason = C.TRIAL_RUNNING, True, reason
         obs.pod = pod["metadata"]["name"]
         obs.node = (pod.get("spec") or {}).get("nodeName")
-        obs.reason = "Running"
+        return obs
+
+    if running:
+        on_pod(running[-1], "Running")
         obs.message = f"pod {obs.pod} is running on node {obs.node}{prior}"
         return obs
     done = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
     if done:   # the pod exited 0; the Job controller has not marked the Job complete yet
-        pod = done[-1]
-        obs.phase, obs.scheduled = C.TRIAL_RUNNING, True
-        obs.pod = pod["metadata"]["name"]
-        obs.node = (pod.get("spec") or {}).get("nodeName")
-        obs.reason = "Completing"
+        on_pod(done[-1], "Completing")
         obs.message = f"pod {obs.pod} finished; waiting for the Job to complete"
         return obs
     if not live:
