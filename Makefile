@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTHON ?= python3
 
-.PHONY: install run test lint dev-tools dev-cluster dev-cluster-down clean
+.PHONY: install run test lint dev-tools image dev-cluster dev-cluster-down clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 ## Install everything the tests need (Python deps, the control plane, S3) and run them.
-test: install dev-tools lint
+test: install dev-tools image lint
 	$(PY) -m pytest
 
 ## The real test environment's tools: etcd, Go, kubectl 1.20 (apt); kube-apiserver/-controller-manager/
@@ -31,9 +31,15 @@ test: install dev-tools lint
 dev-tools: install
 	bash devenv/install-tools.sh
 
-## Start the local cluster (k8s v1.20 + fake-kubelet GPU nodes + SeaweedFS S3) on 127.0.0.1;
-## prints KUBECONFIG/S3 settings (`source .devenv/env`); pod logs in .devenv/pods/<ns>_<pod>.log.
-dev-cluster: dev-tools
+## The project's image, built from the Dockerfile with podman FROM a locally made CPU torch base
+## (no registry; the bases are cached in ~/.cache/kubenas/images): localhost/kubenas:dev.
+image: dev-tools
+	bash scripts/build-image.sh
+
+## Start the local cluster: k8s v1.20 control plane, SeaweedFS S3 and two real nodes (kubelet +
+## containerd + runc, each in its own network namespace, running the image) in pools pool-a and
+## pool-b; prints KUBECONFIG/S3 settings (`source .devenv/env`).
+dev-cluster: dev-tools image
 	$(PY) devenv/cluster.py up
 
 dev-cluster-down:

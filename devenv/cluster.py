@@ -1,5 +1,10 @@
-"""The local dev environment: a real Kubernetes v1.20 control plane + SeaweedFS S3 + fake
-kubelet nodes, everything on 127.0.0.1 with ports picked free at start.
+"""The local dev environment: a real Kubernetes v1.20 control plane + SeaweedFS S3 + nodes.
+
+Nodes are real by default (devenv/nodes.py: each its own network namespace running containerd,
+runc, the real kubelet and kube-proxy, with the project's image from `make image`); the
+control plane and S3 then listen on the bridge address those namespaces reach (10.213.<slot>.1)
+and etcd on 127.0.0.1. ``--nodes simulated`` runs devenv/fake_kubelet.py instead (a simulated
+node for scale tests only, everything on 127.0.0.1). Ports are picked free at start.
 
     python devenv/cluster.py up      # start (or report the running one); prints KUBECONFIG=...
     python devenv/cluster.py down    # stop what `up` started, by PID; idempotent
@@ -40,13 +45,15 @@ KUBE_VERSION = "v1.20.2"
 HELM_VERSION = "v3.17.2"
 CACHE_DIR = Path(os.environ.get("KUBENAS_CACHE_DIR", Path.home() / ".cache" / "kubenas"))
 CRD_DIR = REPO_ROOT / "operator" / "crds"
-DEFAULT_POOLS = "pool-a:2:2,pool-b:1:1"
+DEFAULT_POOLS = {"real": "pool-a:1:2,pool-b:1:1", "simulated": "pool-a:2:2,pool-b:1:1"}
+NODE_MODES = ("real", "simulated")
+DEFAULT_IMAGE = "localhost/kubenas:dev"
 CONTROLLERS = ("job,nodelifecycle,namespace,garbagecollector,serviceaccount,serviceaccount-token,"
                "ttl-after-finished,deployment,replicaset")
 FEATURE_GATES = "TTLAfterFinished=true"
-# the order matters: started in this order, stopped in reverse
-COMPONENTS = ("etcd", "seaweedfs", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-              "fake-kubelet")
+# the order matters: started in this order, stopped in reverse (then the real nodes' daemons)
+COMPONENTS = ("etcd", "seaweedfs", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+NODE_DAEMONS = ("mountns", "containerd", "kubelet", "kube-proxy")
 
 
 def default_state_dir() -> Path:
@@ -79,14 +86,14 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise DevEnvError(f"openssl {' '.join(args[:2])} failed: {proc.stderr.strip()}")
 
 
-def make_pki(pki: Path) -> None:
-    """CA, apiserver serving cert (SANs 127.0.0.1, localhost, the service IP) and the
+def make_pki(pki: Path, host: str = LOOPBACK) -> None:
+    """CA, apiserver serving cert (SANs 127.0.0.1, localhost, ``host``, the service IP) and the
     service-account signing key pair, all with openssl."""
     pki.mkdir(parents=True, exist_ok=True)
     (pki / "server.ext").write_text(
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,"
+        f"subjectAltName=IP:127.0.0.1,DNS:localhost,IP:{host},IP:10.0.0.1,DNS:kubernetes,"
         "DNS:kubernetes.default,DNS:kubernetes.default.svc\n")
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
              "-days", "3650", "-subj", "/CN=kubenas-dev-ca",
@@ -103,11 +110,31 @@ def make_pki(pki: Path) -> None:
         key.chmod(0o600)
 
 
+def issue_cert(pki: Path, name: str, subject: str, usage: str, ips: tuple = ()) -> None:
+    """``<name>.crt``/``.key`` signed by the dev CA: ``usage`` clientAuth or serverAuth."""
+    ext = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+    ext += f"extendedKeyUsage={usage}\n"
+    if ips:
+        ext += "subjectAltName=" + ",".join(f"IP:{ip}" for ip in ips) + "\n"
+    (pki / f"{name}.ext").write_text(ext)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+             "-subj", subject, cwd=pki)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", f"{name}.crt", "-days", "3650", "-extfile", f"{name}.ext",
+             cwd=pki)
+    (pki / f"{name}.key").chmod(0o600)
+
+
 def kubeconfig_text(server: str, ca_pem: bytes, token: Optional[str], user: str,
-                    namespace: str = "default") -> str:
-    """A kubeconfig with the CA embedded and (optionally) a bearer token."""
+                    namespace: str = "default", cert: Optional[Path] = None) -> str:
+    """A kubeconfig with the CA embedded and a bearer token or a client certificate
+    (``cert``: the .crt path, its key beside it)."""
     ca = base64.b64encode(ca_pem).decode()
     user_block = f"    token: {token}\n" if token else "    {}\n"
+    if cert is not None:
+        b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
+        user_block = (f"    client-certificate-data: {b64(cert)}\n"
+                      f"    client-key-data: {b64(cert.with_suffix('.key'))}\n")
     return (
         "apiVersion: v1\nkind: Config\n"
         f"clusters:\n- name: kubenas-dev\n  cluster:\n    server: {server}\n"
@@ -126,11 +153,19 @@ def _write_private(path: Path, text: str) -> Path:
 
 class DevCluster:
     """Handle on one environment's state dir. Attributes once up: ``kubeconfig`` (path),
-    ``state_dir``, ``s3`` (a devenv.seaweed.SeaweedFS), ``server``, ``ports``."""
+    ``state_dir``, ``s3`` (a devenv.seaweed.SeaweedFS), ``server``, ``ports``, ``host`` (the
+    address the apiserver and S3 listen on), ``nodes`` (real nodes by name)."""
 
-    def __init__(self, state_dir: Optional[Path | str] = None, pools: Optional[str] = None) -> None:
+    def __init__(self, state_dir: Optional[Path | str] = None, pools: Optional[str] = None,
+                 nodes: Optional[str] = None, image: Optional[str] = None) -> None:
         self.state_dir = Path(state_dir).resolve() if state_dir else default_state_dir()
-        self.pools = pools or os.environ.get("KUBENAS_DEVENV_POOLS") or DEFAULT_POOLS
+        self.node_mode = nodes or os.environ.get("KUBENAS_DEVENV_NODES") or "real"
+        if self.node_mode not in NODE_MODES:
+            raise DevEnvError(f"nodes: {self.node_mode!r} is not one of {', '.join(NODE_MODES)}")
+        self.pools = pools or os.environ.get("KUBENAS_DEVENV_POOLS") or DEFAULT_POOLS[self.node_mode]
+        self.image = image or os.environ.get("KUBENAS_IMAGE") or DEFAULT_IMAGE
+        self.slot: Optional[int] = None
+        self.nodes: dict = {}
         self.daemons: dict[str, Daemon] = {}
         self.ports: dict[str, int] = {}
         self.s3: Optional[SeaweedFS] = None
@@ -156,8 +191,15 @@ class DevCluster:
         return self.state_dir / "pods"
 
     @property
+    def host(self) -> str:
+        if self.node_mode == "real" and self.slot is not None:
+            from devenv.nodes import Network
+            return Network(self.slot).host_ip
+        return LOOPBACK
+
+    @property
     def server(self) -> str:
-        return f"https://{LOOPBACK}:{self.ports['apiserver']}"
+        return f"https://{self.host}:{self.ports['apiserver']}"
 
     def _load(self) -> None:
         try:
@@ -167,6 +209,9 @@ class DevCluster:
         self.ports = st.get("ports", {})
         self.admin_token = st.get("admin_token")
         self.pools = st.get("pools", self.pools)
+        self.node_mode = st.get("nodes", self.node_mode)
+        self.slot = st.get("slot")
+        self.image = st.get("image", self.image)
         known = {d.pid: d for d in self.daemons.values()}  # keep our Popen handles (reaping)
         self.daemons = {}
         for name, d in st.get("daemons", {}).items():
@@ -176,12 +221,29 @@ class DevCluster:
             if self.s3.daemon:
                 self.s3.daemon = known.get(self.s3.daemon.pid) or self.s3.daemon
                 self.daemons["seaweedfs"] = self.s3.daemon
+        self._load_nodes()
+
+    def _load_nodes(self) -> None:
+        from devenv.fake_kubelet import parse_pools
+        from devenv.nodes import Network, RealNode, node_specs
+
+        self.nodes = {}
+        if self.node_mode != "real" or self.slot is None:
+            return
+        for spec in node_specs(parse_pools(self.pools)):
+            node = RealNode(spec, Network(self.slot), self.state_dir / "nodes")
+            for daemon in NODE_DAEMONS:
+                key = f"{daemon}-{spec.name}"
+                if key in self.daemons:
+                    node.daemons[daemon] = self.daemons[key]
+            self.nodes[spec.name] = node
 
     def _save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         daemons = {n: d.to_dict() for n, d in self.daemons.items() if n != "seaweedfs"}
         st = {"kube_version": KUBE_VERSION, "ports": self.ports, "admin_token": self.admin_token,
-              "pools": self.pools, "daemons": daemons, "kubeconfig": self.kubeconfig,
+              "pools": self.pools, "nodes": self.node_mode, "slot": self.slot, "image": self.image,
+              "daemons": daemons, "kubeconfig": self.kubeconfig,
               "s3": self.s3.to_dict() if self.s3 else None}
         tmp = self.state_file.with_suffix(".tmp")
         _write_private(tmp, json.dumps(st, indent=1))
@@ -193,10 +255,16 @@ class DevCluster:
         if self.state_file.exists() or self.daemons:
             self._save()
 
+    def components(self) -> list[str]:
+        """Every daemon of this environment, in start order."""
+        if self.node_mode == "simulated":
+            return [*COMPONENTS, "fake-kubelet"]
+        return [*COMPONENTS, *(f"{d}-{n}" for n in self.expected_nodes() for d in NODE_DAEMONS)]
+
     def running(self) -> bool:
         """True when every component recorded in the state dir is alive."""
         return bool(self.daemons) and all(n in self.daemons and self.daemons[n].alive()
-                                          for n in COMPONENTS)
+                                          for n in self.components())
 
     def env(self) -> dict:
         env = {"KUBECONFIG": self.kubeconfig}
@@ -231,71 +299,31 @@ class DevCluster:
         if self.running():
             say(f"already running (state {self.state_dir})")
             return self
-        if self.daemons:
+        if self.daemons or self.slot is not None:
             say("a previous environment is partly running: stopping it first")
             self._down(quiet=True)
         t0 = time.monotonic()
-        binaries = {n: kube_binary(n) for n in ("kube-apiserver", "kube-controller-manager",
-                                               "kube-scheduler")}
-        etcd_bin = find_binary("etcd")
-        if not etcd_bin:
-            raise DevEnvError("etcd not found: run `make dev-tools` (apt package etcd-server)")
-
-        # fresh state (logs of the previous run are kept as *.log.1)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        for sub in ("etcd-data", "s3-data", "pki", "pods", "kubeconfigs", "bin"):
-            shutil.rmtree(self.state_dir / sub, ignore_errors=True)
-        logs = self.state_dir / "logs"
-        logs.mkdir(exist_ok=True)
-        for old in logs.glob("*.log"):
-            os.replace(old, old.with_suffix(".log.1"))
-        self.pods_dir.mkdir()
-        (self.state_dir / "kubeconfigs").mkdir()
-        self._make_bin_dir()
-        gi = self.state_dir / ".gitignore"
-        if not gi.exists():
-            gi.write_text("*\n")
-
+        binaries = self._binaries()
+        logs = self._fresh_state_dir()
         names = ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "scheduler")
         self.ports = dict(zip(names, free_ports(len(names))))
         self.admin_token = secrets.token_urlsafe(32)
         tokens = {"admin": self.admin_token, "kcm": secrets.token_urlsafe(32),
-                  "scheduler": secrets.token_urlsafe(32), "kubelet": secrets.token_urlsafe(32)}
+                  "scheduler": secrets.token_urlsafe(32), "kubelet": secrets.token_urlsafe(32),
+                  "kube-proxy": secrets.token_urlsafe(32)}
         self.daemons = {}
         self.started_by_me = True
-
         try:
-            # etcd and SeaweedFS start while the PKI is made; the apiserver while S3 settles.
-            say("starting etcd and SeaweedFS")
-            self.s3 = SeaweedFS(self.state_dir / "s3-data", bucket="kubenas",
-                                on_change=self._s3_changed)
-            self._start_etcd(etcd_bin, logs)
-            self.s3.launch()
-            self._save()
-            pki = self.state_dir / "pki"
-            make_pki(pki)
-            wait_until(lambda: self._http_ok(f"http://{LOOPBACK}:{self.ports['etcd_client']}/health"),
-                       self.daemons["etcd"], "healthy", timeout)
-            self._write_credentials(pki, tokens)
-            self._start_apiserver(binaries["kube-apiserver"], pki, logs)
-            self._save()
-            self.s3.wait_ready(timeout=timeout)
-            say(f"SeaweedFS ready at {self.s3.endpoint} ({time.monotonic() - t0:.1f}s)")
-            api = self.api()
-            wait_until(lambda: api.get_text("/readyz") == "ok", self.daemons["kube-apiserver"],
-                       "ready (/readyz)", timeout)
-            say(f"kube-apiserver ready at {self.server} ({time.monotonic() - t0:.1f}s)")
-
-            self._start_kcm(binaries["kube-controller-manager"], pki, logs)
-            self._start_scheduler(binaries["kube-scheduler"], logs)
-            self._start_kubelet(logs)
-            self._save()
-            for name, port in (("kube-controller-manager", "controller_manager"),
-                               ("kube-scheduler", "scheduler")):
-                url = f"https://{LOOPBACK}:{self.ports[port]}/healthz"
-                wait_until(lambda url=url: self._http_ok(url, verify=False), self.daemons[name],
-                           "healthy (/healthz)", timeout)
+            if self.node_mode == "real":
+                self._create_network(say)
+            api = self._start_control_plane(binaries, tokens, logs, timeout, say, t0)
+            if self.node_mode == "real":
+                self._start_real_nodes(binaries, timeout, say)
+            else:
+                self._start_kubelet(logs)
+                self._save()
             self._wait_nodes(api, timeout)
+            say(f"nodes Ready: {', '.join(self.expected_nodes())} ({time.monotonic() - t0:.1f}s)")
             wait_until(lambda: self._sa_token_ready(api, "default"),
                        self.daemons["kube-controller-manager"],
                        "creating the default ServiceAccount token", timeout)
@@ -307,8 +335,83 @@ class DevCluster:
             self._down(quiet=True)
             raise
         self._write_env_file()
-        say(f"up in {time.monotonic() - t0:.1f}s; pod logs in {self.pods_dir}/<namespace>_<pod>.log")
+        say(f"up in {time.monotonic() - t0:.1f}s")
         return self
+
+    def _binaries(self) -> dict:
+        names = ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+        if self.node_mode == "real":
+            names += ["kubelet", "kube-proxy"]
+            if os.geteuid() != 0:
+                raise DevEnvError("real nodes need root (network namespaces, mounts, iptables); "
+                                  "run as root or use --nodes simulated")
+        binaries = {n: kube_binary(n) for n in names}
+        binaries["etcd"] = find_binary("etcd")
+        if not binaries["etcd"]:
+            raise DevEnvError("etcd not found: run `make dev-tools` (apt package etcd-server)")
+        return binaries
+
+    def _fresh_state_dir(self) -> Path:
+        """Empty the state dir but for the logs (the previous run's kept as *.log.1)."""
+        from devenv.nodes import unmount_below
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        unmount_below(self.state_dir / "nodes")
+        for sub in ("etcd-data", "s3-data", "pki", "pods", "kubeconfigs", "bin", "nodes"):
+            shutil.rmtree(self.state_dir / sub, ignore_errors=True)
+        logs = self.state_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        for old in logs.glob("*.log"):
+            os.replace(old, old.with_suffix(".log.1"))
+        self.pods_dir.mkdir()
+        (self.state_dir / "kubeconfigs").mkdir()
+        self._make_bin_dir()
+        gi = self.state_dir / ".gitignore"
+        if not gi.exists():
+            gi.write_text("*\n")
+        return logs
+
+    def _create_network(self, say) -> None:
+        from devenv.nodes import Network
+
+        net = Network.pick_free()
+        net.create()
+        self.slot = net.slot
+        self._load_nodes()
+        self._save()
+        say(f"network: bridge {net.bridge} {net.host_ip}/24 (control plane and S3 listen there)")
+
+    def _start_control_plane(self, binaries: dict, tokens: dict, logs: Path, timeout: float,
+                             say, t0: float) -> KubeAPI:
+        # etcd and SeaweedFS start while the PKI is made; the apiserver while S3 settles.
+        say("starting etcd and SeaweedFS")
+        self.s3 = SeaweedFS(self.state_dir / "s3-data", bucket="kubenas",
+                            on_change=self._s3_changed, host=self.host)
+        self._start_etcd(binaries["etcd"], logs)
+        self.s3.launch()
+        self._save()
+        pki = self.state_dir / "pki"
+        make_pki(pki, self.host)
+        wait_until(lambda: self._http_ok(f"http://{LOOPBACK}:{self.ports['etcd_client']}/health"),
+                   self.daemons["etcd"], "healthy", timeout)
+        self._write_credentials(pki, tokens)
+        self._start_apiserver(binaries["kube-apiserver"], pki, logs)
+        self._save()
+        self.s3.wait_ready(timeout=timeout)
+        say(f"SeaweedFS ready at {self.s3.endpoint} ({time.monotonic() - t0:.1f}s)")
+        api = self.api()
+        wait_until(lambda: api.get_text("/readyz") == "ok", self.daemons["kube-apiserver"],
+                   "ready (/readyz)", timeout)
+        say(f"kube-apiserver ready at {self.server} ({time.monotonic() - t0:.1f}s)")
+        self._start_kcm(binaries["kube-controller-manager"], pki, logs)
+        self._start_scheduler(binaries["kube-scheduler"], logs)
+        self._save()
+        for name, port in (("kube-controller-manager", "controller_manager"),
+                           ("kube-scheduler", "scheduler")):
+            url = f"https://{LOOPBACK}:{self.ports[port]}/healthz"
+            wait_until(lambda url=url: self._http_ok(url, verify=False), self.daemons[name],
+                       "healthy (/healthz)", timeout)
+        return api
 
     def _http_ok(self, url: str, verify=True) -> bool:
         import warnings
@@ -341,34 +444,66 @@ class DevCluster:
             f'{tokens["kcm"]},system:kube-controller-manager,system:kube-controller-manager,""',
             f'{tokens["scheduler"]},system:kube-scheduler,system:kube-scheduler,""',
             f'{tokens["kubelet"]},kubenas-fake-kubelet,kubenas-fake-kubelet,"system:masters"',
+            # bound to system:node-proxier by the apiserver's bootstrap RBAC
+            f'{tokens["kube-proxy"]},system:kube-proxy,system:kube-proxy,""',
         ]) + "\n")
         ca = (pki / "ca.crt").read_bytes()
-        server = f"https://{LOOPBACK}:{self.ports['apiserver']}"
+        server = self.server
         _write_private(Path(self.kubeconfig), kubeconfig_text(server, ca, tokens["admin"], "kubenas-admin"))
         kc = self.state_dir / "kubeconfigs"
         for name, user in (("kcm", "system:kube-controller-manager"),
                            ("scheduler", "system:kube-scheduler"),
-                           ("kubelet", "kubenas-fake-kubelet")):
+                           ("kubelet", "kubenas-fake-kubelet"),
+                           ("kube-proxy", "system:kube-proxy")):
             _write_private(kc / f"{name}.kubeconfig", kubeconfig_text(server, ca, tokens[name], user))
+        if self.node_mode == "real":
+            self._write_node_credentials(pki, ca)
+
+    def _write_node_credentials(self, pki: Path, ca: bytes) -> None:
+        """Per node: a client cert in system:nodes (the Node authorizer and NodeRestriction
+        then limit it to its own objects) and a serving cert for its address; for the
+        apiserver: a client cert for calling kubelets (logs, exec)."""
+        issue_cert(pki, "apiserver-kubelet-client", "/CN=kube-apiserver-kubelet-client", "clientAuth")
+        kc = self.state_dir / "kubeconfigs"
+        for node in self.nodes.values():
+            issue_cert(pki, f"node-{node.name}", f"/O=system:nodes/CN=system:node:{node.name}",
+                       "clientAuth")
+            issue_cert(pki, f"kubelet-{node.name}", f"/CN={node.name}", "serverAuth", (node.ip,))
+            _write_private(kc / f"node-{node.name}.kubeconfig",
+                           kubeconfig_text(self.server, ca, None, f"system:node:{node.name}",
+                                           cert=pki / f"node-{node.name}.crt"))
 
     def _start_apiserver(self, binary: str, pki: Path, logs: Path) -> None:
         argv = [binary,
                 f"--etcd-servers=http://{LOOPBACK}:{self.ports['etcd_client']}",
-                f"--bind-address={LOOPBACK}", f"--advertise-address={LOOPBACK}",
+                f"--bind-address={self.host}", f"--advertise-address={self.host}",
                 f"--secure-port={self.ports['apiserver']}", "--insecure-port=0",
                 f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
                 f"--token-auth-file={pki / 'tokens.csv'}",
-                "--authorization-mode=RBAC", "--anonymous-auth=false",
+                *self._authorization_flags(pki), "--anonymous-auth=false",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--service-cluster-ip-range=10.0.0.0/24",
-                "--endpoint-reconciler-type=none",
+                # real nodes: the `kubernetes` Service's endpoint is this apiserver (kube-proxy)
+                f"--endpoint-reconciler-type={'lease' if self.node_mode == 'real' else 'none'}",
+                # a pod on a node that stopped reporting is evicted after 30 s, not 300 s
+                "--default-not-ready-toleration-seconds=30",
+                "--default-unreachable-toleration-seconds=30",
                 f"--feature-gates={FEATURE_GATES}",
                 "--allow-privileged=true", "--profiling=false",
                 f"--cert-dir={pki}", "--v=1"]
         self.daemons["kube-apiserver"] = Daemon.spawn("kube-apiserver", argv, logs / "kube-apiserver.log")
+
+    def _authorization_flags(self, pki: Path) -> list[str]:
+        if self.node_mode != "real":
+            return ["--authorization-mode=RBAC"]
+        return ["--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname"]
 
     def _start_kcm(self, binary: str, pki: Path, logs: Path) -> None:
         kc = self.state_dir / "kubeconfigs" / "kcm.kubeconfig"
@@ -405,6 +540,79 @@ class DevCluster:
                 f"--venv-bin={venv_bin()}:{self.bin_dir}"]
         self.daemons["fake-kubelet"] = Daemon.spawn("fake-kubelet", argv, logs / "fake-kubelet.log")
 
+    def _start_real_nodes(self, binaries: dict, timeout: float, say) -> None:
+        """Namespaces, containerd with the images imported, kubelet and kube-proxy per node."""
+        from devenv.nodes import node_image_archive, parallel
+
+        t0 = time.monotonic()
+        self._grant_apiserver_kubelet_access()
+        archive = node_image_archive(self.image, kube_bin_dir(), CACHE_DIR / "images")
+        runc = find_binary("runc", [Path("/usr/sbin")]) or "runc"
+        pki, kc = self.state_dir / "pki", self.state_dir / "kubeconfigs"
+
+        def start(node) -> None:
+            node.create_netns()
+            node.write_config(runc)
+            self.daemons[f"mountns-{node.name}"] = node.start_mount_ns()
+            self.daemons[f"containerd-{node.name}"] = node.start_containerd()
+            wait_until(node.socket.exists, node.daemons["containerd"], "listening", timeout)
+            node.import_images(archive)
+            self.daemons[f"kubelet-{node.name}"] = node.start_kubelet(
+                binaries["kubelet"], kc / f"node-{node.name}.kubeconfig", pki)
+            self.daemons[f"kube-proxy-{node.name}"] = node.start_kube_proxy(
+                binaries["kube-proxy"], kc / "kube-proxy.kubeconfig")
+
+        say(f"starting real nodes {', '.join(self.nodes)}; importing {self.image}")
+        try:
+            parallel(start, list(self.nodes.values()))
+        finally:
+            self._save()
+        say(f"nodes started in {time.monotonic() - t0:.1f}s")
+        self._advertise_gpus(timeout)
+
+    def _grant_apiserver_kubelet_access(self) -> None:
+        """The apiserver's kubelet client may use the kubelet API (logs, exec), nothing else."""
+        self.api().create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "kubenas-dev:apiserver-kubelet-client"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "system:kubelet-api-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                          "name": "kube-apiserver-kubelet-client"}]})
+
+    def _advertise_gpus(self, timeout: float) -> None:
+        """No device plugin here: GPUs go into the node's status capacity (the kubelet copies
+        capacity into allocatable and keeps it across restarts)."""
+        api = self.api()
+        for node in self.nodes.values():
+            path = f"/api/v1/nodes/{node.name}"
+            wait_until(lambda: self._exists(api, path), node.daemons["kubelet"],
+                       f"registering node {node.name}", timeout)
+            patch = [{"op": "add", "path": "/status/capacity/nvidia.com~1gpu",
+                      "value": str(node.spec.gpus)}]
+            api.patch(f"{path}/status", patch, content_type="application/json-patch+json")
+
+    @staticmethod
+    def _exists(api: KubeAPI, path: str) -> bool:
+        try:
+            api.get(path)
+            return True
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def kubelet_down(self, node: str) -> None:
+        """Stop one real node's kubelet (its containers keep running), for fault tests."""
+        self.nodes[node].stop_kubelet()
+
+    def kubelet_up(self, node: str) -> None:
+        n = self.nodes[node]
+        kc = self.state_dir / "kubeconfigs" / f"node-{node}.kubeconfig"
+        self.daemons[f"kubelet-{node}"] = n.start_kubelet(kube_binary("kubelet"), kc,
+                                                          self.state_dir / "pki")
+        self._save()
+
     @property
     def bin_dir(self) -> Path:
         """kubectl/helm matching this cluster (symlinks); first on pods' PATH after the venv."""
@@ -423,6 +631,12 @@ class DevCluster:
 
         return [n for pool in parse_pools(self.pools) for n in pool.node_names()]
 
+    def _node_daemon(self) -> Optional[Daemon]:
+        """The process whose death means nodes will not come (for readiness waits)."""
+        if self.node_mode == "simulated":
+            return self.daemons.get("fake-kubelet")
+        return next((self.daemons.get(f"kubelet-{n}") for n in self.nodes), None)
+
     def _wait_nodes(self, api: KubeAPI, timeout: float) -> None:
         want = set(self.expected_nodes())
 
@@ -436,8 +650,7 @@ class DevCluster:
                     ok.add(node["metadata"]["name"])
             return want <= ok
 
-        wait_until(ready, self.daemons["fake-kubelet"], f"registering Ready nodes {sorted(want)}",
-                   timeout)
+        wait_until(ready, self._node_daemon(), f"registering Ready nodes {sorted(want)}", timeout)
 
     @staticmethod
     def _sa_token_ready(api: KubeAPI, namespace: str, sa: str = "default") -> bool:
@@ -508,6 +721,10 @@ class DevCluster:
                 raise
 
     def pod_log(self, namespace: str, pod: str) -> str:
+        """The pod's output: `kubectl logs` (real nodes), the fake kubelet's file (simulated)."""
+        if self.node_mode == "real":
+            proc = self.run_kubectl("-n", namespace, "logs", pod, "--all-containers", check=False)
+            return proc.stdout if proc.returncode == 0 else ""
         path = self.pods_dir / f"{namespace}_{pod}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
@@ -518,10 +735,13 @@ class DevCluster:
 
     def _down(self, quiet: bool) -> None:
         say = (lambda *a: None) if quiet else (lambda msg: print(f"[dev-cluster] {msg}", flush=True))
-        if not self.daemons:
+        if not self.daemons and self.slot is None:
             say(f"nothing running (state {self.state_dir})")
             return
-        for name in reversed(COMPONENTS):
+        for node in self.nodes.values():
+            say(f"stopping node {node.name} (kubelet, kube-proxy, containers, containerd)")
+            node.destroy()
+        for name in reversed(self.components()):
             d = self.daemons.get(name)
             if d is None:
                 continue
@@ -529,6 +749,12 @@ class DevCluster:
                 say(f"stopping {name} (pid {d.pid})")
                 d.stop(timeout=20 if name == "fake-kubelet" else 10)
         self._kill_orphan_pods(say)
+        if self.slot is not None:
+            from devenv.nodes import Network
+
+            Network(self.slot).destroy()
+            self.slot = None
+        self.nodes = {}
         self.daemons = {}
         if self.s3:
             self.s3.daemon = None
@@ -561,7 +787,7 @@ class DevCluster:
 
     def status(self) -> dict:
         return {n: ("running" if n in self.daemons and self.daemons[n].alive() else "stopped")
-                for n in COMPONENTS}
+                for n in self.components()}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -571,10 +797,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--state-dir", default=None,
                     help="state directory (env KUBENAS_DEVENV_DIR, default <repo>/.devenv)")
     ap.add_argument("--pools", default=None,
-                    help=f"node pools NAME:NODES:GPUS[,...] (env KUBENAS_DEVENV_POOLS, default {DEFAULT_POOLS})")
+                    help="node pools NAME:NODES:GPUS[,...] (env KUBENAS_DEVENV_POOLS, default "
+                         f"{DEFAULT_POOLS['real']} for real nodes)")
+    ap.add_argument("--nodes", choices=NODE_MODES, default=None,
+                    help="real nodes (kubelet + containerd, the default; env KUBENAS_DEVENV_NODES) "
+                         "or simulated ones (the fake kubelet, for scale tests)")
     ap.add_argument("--timeout", type=float, default=90.0)
     args = ap.parse_args(argv)
-    cluster = DevCluster(args.state_dir, args.pools)
+    cluster = DevCluster(args.state_dir, args.pools, args.nodes)
     try:
         if args.command == "up":
             cluster.up(timeout=args.timeout)

@@ -37,7 +37,12 @@ pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "insta
 
 # dataset-fashion-mnist: the real Fashion-MNIST files the trainer tests read.
 PKGS=(golang-go make rsync jq golang-github-modern-go-reflect2-dev etcd-server openssl ca-certificates
-      dataset-fashion-mnist)
+      dataset-fashion-mnist
+      # Real nodes (devenv/nodes.py) and the image (scripts/build-image.sh): containerd + runc
+      # under the real kubelet, a bridge CNI per node, kube-proxy's iptables, podman/buildah to
+      # build the Dockerfile from a base that mmdebstrap makes, gcc for the static pause binary.
+      containerd runc containernetworking-plugins iproute2 iptables podman buildah mmdebstrap
+      gcc libc6-dev)
 # kubernetes-client ships /usr/bin/kubectl. Some machines already have another package's
 # kubectl there (e.g. google-cloud-sdk's); installing would then fail on the file conflict, so
 # in that case we only unpack the .deb into the cache (the dev env always uses the cached one).
@@ -77,9 +82,10 @@ fi
 log "kubectl: $KUBE_DIR/kubectl ($("$KUBE_DIR/kubectl" version --client --short 2>/dev/null || echo '?'))"
 
 # ---------------------------------------------------------------- control plane binaries
-KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler)
+KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+KUBE_WHAT='cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy'
 have_bins=1
-for b in "${KUBE_BINS[@]}"; do [[ -x "$KUBE_DIR/$b" ]] || have_bins=0; done
+for b in "${KUBE_BINS[@]}" pause; do [[ -x "$KUBE_DIR/$b" ]] || have_bins=0; done
 
 if ((have_bins)); then
   log "kubernetes $KUBE_VERSION: cached in $KUBE_DIR"
@@ -113,19 +119,22 @@ else
   find "$r2src" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) ! -name '*_test.go' -exec cp {} "$r2dst/" \;
 
   # Pitfall 2: use the tree's own make with vendored deps only.
-  log "make WHAT='cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler' (go $(go env GOVERSION))"
+  log "make WHAT='$KUBE_WHAT' (go $(go env GOVERSION))"
   (
     cd "$build/tree"
     unset GOFLAGS GOPATH
     export GOPROXY=off GO111MODULE=on KUBE_GIT_VERSION="$KUBE_VERSION" KUBE_GIT_TREE_STATE=clean \
            KUBE_BUILD_PLATFORMS=linux/amd64 GOCACHE="$build/gocache" GOMODCACHE="$build/gomodcache"
-    make WHAT='cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler' > "$build/make.log" 2>&1
+    make WHAT="$KUBE_WHAT" > "$build/make.log" 2>&1
   ) || { tail -n 40 "$build/make.log" >&2; die "kubernetes build failed (full log: $build/make.log)"; }
   out="$build/tree/_output/local/bin/linux/amd64"
   for b in "${KUBE_BINS[@]}"; do
     [[ -x "$out/$b" ]] || die "build produced no $b (log: $build/make.log)"
     cp "$out/$b" "$KUBE_DIR/$b.tmp" && mv "$KUBE_DIR/$b.tmp" "$KUBE_DIR/$b"
   done
+  # The pod sandbox image's one binary: no registry serves registry.k8s.io/pause here.
+  gcc -Os -static -o "$KUBE_DIR/pause.tmp" "$build/tree/build/pause/linux/pause.c" \
+    && mv "$KUBE_DIR/pause.tmp" "$KUBE_DIR/pause"
   # The tree and Go caches are ~3 GB; only the binaries are worth keeping.
   chmod -R u+w "$build" 2>/dev/null || true
   rm -rf "$build"

@@ -86,6 +86,9 @@ class KubeAPI:
     def merge_patch(self, path: str, body: dict) -> dict:
         return self.request("PATCH", path, body, content_type="application/merge-patch+json")
 
+    def patch(self, path: str, body, content_type: str = "application/merge-patch+json") -> dict:
+        return self.request("PATCH", path, body, content_type=content_type)
+
     def delete(self, path: str, body: Optional[dict] = None) -> dict:
         return self.request("DELETE", path, body)
 

@@ -35,8 +35,11 @@ class SeaweedFS:
     def __init__(self, data_dir: Path | str, bucket: str = "kubenas",
                  access_key: Optional[str] = None, secret_key: Optional[str] = None,
                  ports: Optional[dict] = None, daemon: Optional[Daemon] = None,
-                 on_change=None) -> None:
+                 on_change=None, host: str = LOOPBACK) -> None:
         self.data_dir = Path(data_dir)
+        # The one address it binds: loopback, or the dev cluster's bridge address so that
+        # pods on real nodes (each in its own network namespace) can reach it.
+        self.host = host
         self.bucket = bucket
         self.access_key = access_key or "KN" + secrets.token_hex(9).upper()
         self.secret_key = secret_key or secrets.token_urlsafe(30)
@@ -47,7 +50,7 @@ class SeaweedFS:
     # ------------------------------------------------------------------ properties
     @property
     def endpoint(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports['s3']}"
+        return f"http://{self.host}:{self.ports['s3']}"
 
     @property
     def pid(self) -> Optional[int]:
@@ -60,13 +63,14 @@ class SeaweedFS:
     def to_dict(self) -> dict:
         return {"endpoint": self.endpoint, "bucket": self.bucket, "access_key": self.access_key,
                 "secret_key": self.secret_key, "data_dir": str(self.data_dir),
-                "ports": self.ports, "daemon": self.daemon.to_dict() if self.daemon else None}
+                "ports": self.ports, "daemon": self.daemon.to_dict() if self.daemon else None,
+                "host": self.host}
 
     @classmethod
     def from_dict(cls, d: dict, on_change=None) -> "SeaweedFS":
         daemon = Daemon.from_dict("seaweedfs", d["daemon"]) if d.get("daemon") else None
         return cls(d["data_dir"], d["bucket"], d["access_key"], d["secret_key"], d["ports"],
-                   daemon, on_change)
+                   daemon, on_change, d.get("host", LOOPBACK))
 
     def env(self) -> dict:
         """The variables a client needs (S3Store reads KUBENAS_S3_ENDPOINT and AWS_*)."""
@@ -114,7 +118,7 @@ class SeaweedFS:
         sock_dir = self.data_dir.parent
         argv = [
             weed_binary(), "mini", f"-dir={self.data_dir}",
-            f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+            f"-ip={self.host}", f"-ip.bind={self.host}",
             f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
             f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
