@@ -5,12 +5,16 @@
                     ``endpoint``, ``access_key``, ``secret_key``, ``bucket``; methods ``stop()``,
                     ``start()``, ``restart()`` (same ports and data), ``client()`` (boto3).
 * ``s3_store``    - a fresh ``kubenas.storage.s3.S3Store`` on ``s3_server`` under a unique prefix.
-* ``dev_cluster`` - the whole environment (k8s v1.20 control plane, fake-kubelet GPU nodes,
-                    SeaweedFS), started once per session or reused from KUBENAS_DEVENV_DIR.
+* ``dev_cluster`` - the whole environment (k8s v1.20 control plane, real GPU nodes: kubelet +
+                    containerd + runc running the image from `make image`, SeaweedFS),
+                    started once per session or reused from KUBENAS_DEVENV_DIR.
                     A ``devenv.cluster.DevCluster``: ``kubeconfig``, ``state_dir``, ``s3``,
                     ``create_namespace()`` (alias ``namespace_factory()``), ``delete_namespace()``,
                     ``apply_crds()``, ``run_kubectl(*args)``, ``api_client()``, ``pod_log(ns, pod)``.
 * ``k8s_namespace`` - a fresh namespace in ``dev_cluster``, deleted after the test.
+* ``sim_cluster`` - a second environment whose nodes are simulated (devenv/fake_kubelet.py:
+                    a pod is a local process, no image), started only when a test asks: for
+                    the operator's reconcile tests, whose children are a stub program.
 
 Tests using ``dev_cluster`` are marked ``k8s`` and tests using S3 fixtures ``s3``
 automatically, so ``-m "not k8s"`` deselects them. Missing tools are an error that says to run
@@ -33,7 +37,7 @@ from devenv.cluster import DevCluster  # noqa: E402
 from devenv.seaweed import SeaweedFS  # noqa: E402
 from devenv.testing import make_s3_store  # noqa: E402
 
-_K8S_FIXTURES = {"dev_cluster", "k8s_namespace"}
+_K8S_FIXTURES = {"dev_cluster", "k8s_namespace", "sim_cluster"}
 _S3_FIXTURES = {"s3_server", "s3_store"}
 
 
@@ -81,6 +85,16 @@ def dev_cluster(tmp_path_factory):
         yield reused
         return
     cluster = DevCluster(tmp_path_factory.mktemp("devenv"))
+    cluster.up(quiet=True)
+    try:
+        yield cluster
+    finally:
+        cluster.down(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def sim_cluster(tmp_path_factory):
+    cluster = DevCluster(tmp_path_factory.mktemp("devenv-sim"), nodes="simulated")
     cluster.up(quiet=True)
     try:
         yield cluster

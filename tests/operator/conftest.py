@@ -120,6 +120,14 @@ class Env:
         return self.cluster.run_kubectl(*args, "-n", self.ns).stdout
 
 
+@pytest.fixture(scope="session")
+def dev_cluster(sim_cluster):
+    """The operator's reconcile tests run on simulated nodes: their children are the stub
+    program fake_kubenas.py, run as a local process (no image). Pods as real containers of
+    the image under real kubelets: tests/devenv, tests/helm and tests/e2e."""
+    return sim_cluster
+
+
 @pytest.fixture
 def env(dev_cluster, k8s_namespace):
     return Env(dev_cluster, k8s_namespace)
