@@ -49,7 +49,7 @@ DEFAULT_POOLS = {"real": "pool-a:1:2,pool-b:1:1", "simulated": "pool-a:2:2,pool-
 NODE_MODES = ("real", "simulated")
 DEFAULT_IMAGE = "localhost/kubenas:dev"
 CONTROLLERS = ("job,nodelifecycle,namespace,garbagecollector,serviceaccount,serviceaccount-token,"
-               "ttl-after-finished,deployment,replicaset")
+               "ttl-after-finished,deployment,replicaset,endpoint,endpointslice")
 FEATURE_GATES = "TTLAfterFinished=true"
 # the order matters: started in this order, stopped in reverse (then the real nodes' daemons)
 COMPONENTS = ("etcd", "seaweedfs", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -143,6 +143,13 @@ def kubeconfig_text(server: str, ca_pem: bytes, token: Optional[str], user: str,
         f"contexts:\n- name: kubenas-dev\n  context:\n    cluster: kubenas-dev\n    user: {user}\n"
         f"    namespace: {namespace}\n"
         "current-context: kubenas-dev\n")
+
+
+def _proc_start(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 1 << 62
 
 
 def _write_private(path: Path, text: str) -> Path:
@@ -542,7 +549,7 @@ class DevCluster:
 
     def _start_real_nodes(self, binaries: dict, timeout: float, say) -> None:
         """Namespaces, containerd with the images imported, kubelet and kube-proxy per node."""
-        from devenv.nodes import node_image_archive, parallel
+        from devenv.nodes import node_image_archive, parallel, route_pod_networks
 
         t0 = time.monotonic()
         self._grant_apiserver_kubelet_access()
@@ -565,6 +572,7 @@ class DevCluster:
         say(f"starting real nodes {', '.join(self.nodes)}; importing {self.image}")
         try:
             parallel(start, list(self.nodes.values()))
+            route_pod_networks(list(self.nodes.values()))
         finally:
             self._save()
         say(f"nodes started in {time.monotonic() - t0:.1f}s")
@@ -601,6 +609,33 @@ class DevCluster:
             if exc.status == 404:
                 return False
             raise
+
+    def http_get_in_cluster(self, url: str, node: Optional[str] = None) -> str:
+        """GET ``url`` as a pod on ``node`` (default: the first) would: ClusterIPs work."""
+        from devenv.nodes import http_get_in_node
+
+        target = self.nodes[node] if node else next(iter(self.nodes.values()))
+        return http_get_in_node(target, url, str(venv_bin() / "python"))
+
+    def container_pids(self, namespace: str, pod: str, container: int = 0) -> list[int]:
+        """Host PIDs of a running container's processes, its first process first (for
+        SIGSTOP/SIGKILL faults): found by the container id in each process's cgroup path."""
+        obj = json.loads(self.run_kubectl("-n", namespace, "get", "pod", pod, "-o", "json").stdout)
+        statuses = (obj.get("status") or {}).get("containerStatuses") or []
+        running = statuses and (statuses[container].get("state") or {}).get("running")
+        cid = (statuses[container].get("containerID") or "").split("://")[-1] if running else ""
+        if not cid:
+            raise DevEnvError(f"pod {namespace}/{pod} has no running container")
+        pids = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if cid in (proc / "cgroup").read_text():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+        if not pids:
+            raise DevEnvError(f"no process of container {cid[:12]} ({namespace}/{pod})")
+        return sorted(pids, key=_proc_start)
 
     def kubelet_down(self, node: str) -> None:
         """Stop one real node's kubelet (its containers keep running), for fault tests."""

@@ -267,6 +267,25 @@ class RealNode:
         return re.findall(r"link-netns (\S+)", out)
 
 
+def route_pod_networks(nodes: list["RealNode"]) -> None:
+    """Host-gateway routing: every node namespace (and the root namespace, for the tests and
+    the apiserver) reaches each other node's pod CIDR through that node's address."""
+    for target in nodes:
+        cidr, via = target.net.pod_cidr(target.spec.index), target.ip
+        run("ip", "route", "replace", cidr, "via", via)
+        for node in nodes:
+            if node is not target:
+                run("ip", "route", "replace", cidr, "via", via, netns=node.netns)
+
+
+def http_get_in_node(node: "RealNode", url: str, python: str, timeout: float = 10) -> str:
+    """GET ``url`` from inside ``node``'s network namespace (where kube-proxy's ClusterIP
+    rules are): how a pod on that node would see a Service."""
+    code = ("import sys, urllib.request\n"
+            "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
+    return run(python, "-c", code, url, netns=node.netns, timeout=timeout).stdout
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_text()

@@ -1,16 +1,18 @@
-"""kubenas installed into one namespace of the dev cluster the way the Helm chart installs it,
-with the operator as a real ``kubenas operator`` process.
+"""kubenas installed into one namespace of the dev cluster the way the Helm chart installs it.
 
-* ``helm template`` renders the chart (helm from ``make dev-tools``) with the dev S3 endpoint
-  and a per-namespace storage prefix; its ServiceAccounts, Roles and RoleBindings are applied
-  as rendered, the S3 Secret ``kubenas-s3`` holds the dev S3 credentials.
-* The operator runs as a subprocess with exactly the command line and environment of the
-  chart's operator Deployment (``valueFrom`` resolved as a kubelet would: the Secret's keys,
-  the pod's namespace) and the operator ServiceAccount's token in its kubeconfig, so it has
-  the chart's permissions and no more. The only liberty: the metrics port is a free one
-  (everything here shares the host's network).
-* The fake kubelet then runs what the operator makes for real: the controller Deployment's
-  pod (``kubenas controller``) and the trial Jobs' pods (``kubenas train-child``).
+* ``helm template`` renders the chart (helm from ``make dev-tools``) with the dev S3 endpoint,
+  a per-namespace storage prefix and the image from ``make image``; its ServiceAccounts,
+  Roles, RoleBindings and Services are applied as rendered, the S3 Secret ``kubenas-s3``
+  holds the dev S3 credentials.
+* On real nodes (the dev cluster's default) the operator is the chart's Deployment, as
+  rendered: a container of the image under a real kubelet, with the chart's securityContext,
+  volumes, Secret references and ServiceAccount token. What it makes runs the same way: the
+  controller Deployment's pod (``kubenas controller``) and the trial Jobs' pods
+  (``kubenas train-child``). Faults are real: a SIGKILL goes to the container's process.
+* On simulated nodes (benchmarks only: devenv/fake_kubelet.py) the operator is a subprocess
+  with exactly the command line and environment of the chart's operator container
+  (``valueFrom`` resolved as a kubelet would) and the operator ServiceAccount's token, on a
+  free metrics port (everything there shares the host's network).
 
 Used by tests/e2e/test_pipeline.py and benchmarks/orchestration.py.
 """
@@ -68,6 +70,16 @@ def wait_for(predicate: Callable, timeout: float, what: str, interval: float = 0
                          f"(last error: {last!r})\n{detail}")
 
 
+def image_values(image: str) -> dict:
+    """The chart's ``image`` values for a local tag (never pulled: no registry here)."""
+    repository, _, tag = image.rpartition(":")
+    return {"repository": repository, "tag": tag, "pullPolicy": "Never"}
+
+
+# 2-CPU nodes: small requests so that the operator, a controller and two trials fit on one
+SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
+
+
 class Install:
     """kubenas in ``namespace`` of ``cluster`` (a devenv DevCluster), operator not yet started."""
 
@@ -81,13 +93,17 @@ class Install:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.s3 = cluster.s3
         self.kube = Kube(cluster.api_client())
-        self.metrics_port = free_ports(1)[0]
+        self.as_pod = getattr(cluster, "node_mode", "simulated") == "real"
+        self.metrics_port = 9090 if self.as_pod else free_ports(1)[0]
         self.storage_prefix = f"e2e/{namespace}"
         self.values = {
             "storage": {"endpoint": self.s3.endpoint, "bucket": self.s3.bucket,
                         "prefix": self.storage_prefix, "existingSecret": SECRET},
             "metrics": {"enabled": True, "port": self.metrics_port},
         }
+        if self.as_pod:
+            self.values.update(image=image_values(cluster.image), operator={"resources": SMALL},
+                               controller={"resources": SMALL})
         for key, value in (values or {}).items():
             if isinstance(value, dict) and isinstance(self.values.get(key), dict):
                 self.values[key] = {**self.values[key], **value}
@@ -95,7 +111,8 @@ class Install:
                 self.values[key] = value
         self.docs = self._render()
         self.operator_proc: Optional[subprocess.Popen] = None
-        self.operator_pids: list = []
+        self.operator_pids: list = []       # one entry per operator start (pod: uid/restarts)
+        self._restarts_at_kill = 0
         self._operator_log = self.workdir / "operator.log"
 
     # -- the chart ---------------------------------------------------------------------------
@@ -118,7 +135,7 @@ class Install:
         return dep
 
     def install(self) -> "Install":
-        """The S3 Secret, then the chart's ServiceAccounts, Roles and RoleBindings."""
+        """The S3 Secret, then the chart's ServiceAccounts, Roles, RoleBindings and Services."""
         from kubenas.operator.kube import KubeError, core_path
 
         self.kube.create(core_path("secrets", self.ns), {
@@ -127,8 +144,9 @@ class Install:
                            "AWS_SECRET_ACCESS_KEY": self.s3.secret_key}})
         paths = {"ServiceAccount": core_path("serviceaccounts", self.ns),
                  "Role": f"/apis/rbac.authorization.k8s.io/v1/namespaces/{self.ns}/roles",
-                 "RoleBinding": f"/apis/rbac.authorization.k8s.io/v1/namespaces/{self.ns}/rolebindings"}
-        for kind in ("ServiceAccount", "Role", "RoleBinding"):
+                 "RoleBinding": f"/apis/rbac.authorization.k8s.io/v1/namespaces/{self.ns}/rolebindings",
+                 "Service": core_path("services", self.ns)}
+        for kind in ("ServiceAccount", "Role", "RoleBinding", "Service"):
             for doc in self.rendered(kind):
                 try:
                     self.kube.create(paths[kind], doc)
@@ -193,7 +211,48 @@ class Install:
         command = [str(venv_bin() / c["command"][0]), *c["command"][1:]]
         return command + list(c.get("args") or []), {**base, **env}
 
-    def start_operator(self, extra_env: Optional[dict] = None) -> subprocess.Popen:
+    # -- the operator pod (real nodes) ------------------------------------------------------
+    OPERATOR_POD = "app.kubernetes.io/component=operator"
+
+    def operator_pod(self) -> Optional[dict]:
+        pods = [p for p in self.list("pods", self.OPERATOR_POD)
+                if not p["metadata"].get("deletionTimestamp")]
+        return pods[0] if pods else None
+
+    def _operator_ready(self) -> Optional[dict]:
+        pod = self.operator_pod()
+        statuses = (pod or {}).get("status", {}).get("containerStatuses") or []
+        return pod if statuses and (statuses[0].get("state") or {}).get("running") else None
+
+    def _deploy_operator(self) -> None:
+        from kubenas.operator.kube import KubeError, deployments_path
+
+        try:
+            self.kube.create(deployments_path(self.ns), self.operator_deployment)
+        except KubeError as exc:
+            if not exc.conflict:
+                raise
+        pod = wait_for(self._operator_ready, 120, "the operator pod running",
+                       on_timeout=lambda: self.kubectl("get", "pods", "-o", "wide"))
+        self.operator_pids.append(pod["metadata"]["uid"])
+
+    def operator_restarts(self) -> int:
+        pod = self.operator_pod()
+        statuses = (pod or {}).get("status", {}).get("containerStatuses") or []
+        return statuses[0].get("restartCount", 0) if statuses else 0
+
+    def start_operator(self, extra_env: Optional[dict] = None):
+        """Real nodes: create the chart's operator Deployment (or, after a kill, wait for the
+        kubelet to have restarted its container). Simulated nodes: a subprocess."""
+        if self.as_pod:
+            assert not extra_env, "the operator pod's environment is the chart's"
+            if self.operator_pod() is None:
+                return self._deploy_operator()
+            killed_at = self._restarts_at_kill
+            pod = wait_for(lambda: self.operator_restarts() > killed_at and self._operator_ready(),
+                           120, "the kubelet to restart the killed operator container")
+            self.operator_pids.append(f"{pod['metadata']['uid']}/{self.operator_restarts()}")
+            return None
         assert self.operator_proc is None or self.operator_proc.poll() is not None
         argv, env = self.operator_command()
         env.update(extra_env or {})
@@ -207,6 +266,12 @@ class Install:
         return self.operator_proc
 
     def kill_operator(self, sig: int = signal.SIGKILL) -> None:
+        if self.as_pod:
+            pod = self._operator_ready()
+            if pod is not None:
+                self._restarts_at_kill = self.operator_restarts()
+                os.kill(self.cluster.container_pids(self.ns, pod["metadata"]["name"])[0], sig)
+            return
         p = self.operator_proc
         if p is not None and p.poll() is None:
             p.send_signal(sig)
@@ -217,10 +282,20 @@ class Install:
                 p.wait(10)
 
     def operator_log(self) -> str:
+        if self.as_pod:
+            pod = self.operator_pod()
+            return self._container_logs(pod["metadata"]["name"]) if pod else ""
         return self._operator_log.read_text(errors="replace") if self._operator_log.exists() else ""
 
+    def _container_logs(self, pod: str) -> str:
+        """`kubectl logs` of the pod's previous container (if it restarted) and current one."""
+        prev = self.cluster.run_kubectl("-n", self.ns, "logs", pod, "--previous", check=False)
+        cur = self.cluster.run_kubectl("-n", self.ns, "logs", pod, check=False)
+        return (prev.stdout if prev.returncode == 0 else "") + (cur.stdout if cur.returncode == 0 else "")
+
     def close(self) -> None:
-        self.kill_operator(signal.SIGTERM)
+        if not self.as_pod:
+            self.kill_operator(signal.SIGTERM)
 
     # -- objects -----------------------------------------------------------------------------
     def create_experiment(self, name: str, spec: dict) -> dict:
@@ -258,11 +333,31 @@ class Install:
         return self.cluster.run_kubectl(*args, "-n", self.ns).stdout
 
     def pod_logs(self, prefix: str = "", tail: int = 3000) -> str:
-        """The logs of every pod (gone ones too) whose name starts with ``prefix``."""
+        """The logs of every pod whose name starts with ``prefix``: `kubectl logs` of the pods
+        that still exist (real nodes), every pod's log file (simulated nodes)."""
         out = []
+        if self.as_pod:
+            for p in self.list("pods"):
+                name = p["metadata"]["name"]
+                if name.startswith(prefix):
+                    out.append(f"--- {name}\n{self._container_logs(name)[-tail:]}")
+            return "\n".join(out)
         for path in sorted(self.cluster.pods_dir.glob(f"{self.ns}_{prefix}*.log")):
             out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-tail:]}")
         return "\n".join(out)
+
+    def metrics(self, service: str) -> str:
+        """GET /metrics through a Service: a ClusterIP (kube-proxy, from a node's namespace
+        as a pod would) or, for a headless one, each endpoint pod."""
+        from kubenas.operator.kube import core_path
+
+        svc = self.kube.get(core_path("services", self.ns, service))
+        port = svc["spec"]["ports"][0]["port"]
+        if svc["spec"].get("clusterIP") not in (None, "", "None"):
+            return self.cluster.http_get_in_cluster(f"http://{svc['spec']['clusterIP']}:{port}/metrics")
+        eps = self.kube.get(core_path("endpoints", self.ns, service))
+        ips = [a["ip"] for sub in eps.get("subsets") or [] for a in sub.get("addresses") or []]
+        return "".join(self.cluster.http_get_in_cluster(f"http://{ip}:{port}/metrics") for ip in ips)
 
 
 class Watcher:

@@ -1,12 +1,16 @@
-"""The whole pipeline on the dev cluster, for real: the chart's RBAC and the chart's operator
-environment, ``kubenas operator`` as a process, the controller Deployment it makes run by the
-fake kubelet as ``kubenas controller`` (REINFORCE, state in S3), trial Jobs placed by the real
-scheduler and run as ``kubenas train-child`` on digits, results and checkpoints in SeaweedFS.
+"""The whole pipeline on the dev cluster, for real: every pod is a container of the image
+(`make image`) under a real kubelet: the chart's operator Deployment (``kubenas operator``,
+its RBAC, securityContext and Secret references), the controller Deployment it makes
+(``kubenas controller``: REINFORCE, state in S3), trial Jobs placed by the real scheduler on
+the pools' nodes and run as ``kubenas train-child`` on digits, results and checkpoints in
+SeaweedFS.
 
-* one long search (12 trials over two pools) during which the controller pod is killed, a
-  running trial pod is deleted after its first checkpoint, the operator is SIGKILLed and
-  restarted and the S3 server is restarted; it must finish with nothing lost and nothing
-  counted twice, within each pool's GPU capacity and maxInFlight;
+* one long search (12 trials over two pools) during which a running trial container is
+  frozen between its first checkpoint and its result and its pod deleted, the controller pod
+  is killed, the operator's container is SIGKILLed (the kubelet restarts it), one node's
+  kubelet is stopped for a while and the S3 server is restarted; it must finish with nothing
+  lost and nothing counted twice, within each pool's GPU capacity and maxInFlight; kubectl
+  logs/exec and the metrics Services work along the way;
 * a shorter search with two controller replicas sharing the policy by compare-and-swap;
 * bad specs: what the CRD schema rejects (422) and what only the controller can tell
   (Valid=False / InvalidSpec naming the field, no Trials).
@@ -28,7 +32,6 @@ from kubenas.contracts import ResultRecord, result_key
 from kubenas.operator.kube import KubeError, custom_path
 from kubenas.operator.naming import job_name
 
-from devenv.fake_kubelet import PROC_MARKER
 from tests.e2e.harness import Install, PodSampler, wait_for
 from tests.operator.test_cluster import _table
 
@@ -62,11 +65,11 @@ def digits_spec(max_trials: int, pools: list, **over) -> dict:
 
 def pool(name: str, gpus: int, max_in_flight: int) -> dict:
     return {"name": name, "nodeSelector": {"kubenas.dev/pool": name}, "gpusPerTrial": gpus,
-            "maxInFlight": max_in_flight, "resources": {"cpu": "1", "memory": "1Gi"}}
+            "maxInFlight": max_in_flight, "resources": {"cpu": "250m", "memory": "1Gi"}}
 
 
-# the dev cluster's nodes: pool-a = 2 nodes x 2 GPUs, pool-b = 1 node x 1 GPU
-GPUS = {"pool-a": 4, "pool-b": 1}
+# the dev cluster's real nodes: pool-a-0 with 2 GPUs, pool-b-0 with 1 (2 CPUs each)
+GPUS = {"pool-a": 2, "pool-b": 1}
 
 
 @pytest.fixture
@@ -86,6 +89,7 @@ class Run:
         self.store = inst.store(name)
         self.sampler = PodSampler(inst.kube, inst.ns).start()
         self.controller_pods: set = set()
+        self.faults: dict = {}         # fault -> results applied when it hit
         self.t0 = time.monotonic()
         inst.create_experiment(name, spec)
 
@@ -142,6 +146,11 @@ class Run:
     def stop(self) -> None:
         self.sampler.stop()
 
+    def fault(self, what: str) -> None:
+        """Record how far the search was when a fault hit it."""
+        self.faults[what] = self.applied()
+        self.say(what)
+
     def say(self, msg: str) -> None:
         print(f"[{self.name} +{time.monotonic() - self.t0:5.1f}s, {self.applied()} applied] {msg}",
               flush=True)
@@ -159,31 +168,30 @@ def kubectl_tables(out: str) -> dict:
 
 def interrupt_after_first_checkpoint(run: Run) -> str:
     """Delete a trial pod while it trains, after its first epoch's checkpoint is in S3 and
-    before its result is: the child is single-stepped (SIGCONT/SIGSTOP in 30 ms slices)
-    until the checkpoint appears, then the pod is force-deleted. Returns the trial's name."""
+    before its result is: the container's processes are single-stepped (SIGCONT/SIGSTOP in
+    30 ms slices, by host PID) until the checkpoint appears, then the pod is force-deleted.
+    Returns the trial's name."""
     inst = run.inst
-    pods_dir = inst.cluster.pods_dir
     for _attempt in range(4):
         def candidate():
             for p in inst.list("pods", TRIAL_PODS):
                 name = p["metadata"]["name"]
                 trial = p["metadata"]["annotations"]["kubenas.dev/trial-name"]
-                marker = pods_dir / f"{inst.ns}_{name}" / PROC_MARKER
-                if (p["status"].get("phase") == "Running" and marker.exists()
+                if (p["status"].get("phase") == "Running"
                         and not run.store.exists(result_key(trial))
                         and not run.store.exists(f"checkpoints/{trial}/latest.pt")):
-                    return name, trial, int(marker.read_text().split()[0])
+                    return name, trial, inst.cluster.container_pids(inst.ns, name)
             return None
 
-        pod, trial, pid = run.wait(candidate, 120, "a trial pod that has just started")
+        pod, trial, pids = run.wait(candidate, 120, "a trial pod that has just started")
         caught = False
         try:
-            os.killpg(pid, signal.SIGSTOP)
+            signal_all(pids, signal.SIGSTOP)
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
-                os.killpg(pid, signal.SIGCONT)
+                signal_all(pids, signal.SIGCONT)
                 time.sleep(0.03)
-                os.killpg(pid, signal.SIGSTOP)
+                signal_all(pids, signal.SIGSTOP)
                 if run.store.exists(f"checkpoints/{trial}/latest.pt"):
                     caught = not run.store.exists(result_key(trial))
                     break
@@ -195,10 +203,60 @@ def interrupt_after_first_checkpoint(run: Run) -> str:
         finally:
             if not caught:    # never leave a child stopped
                 try:
-                    os.killpg(pid, signal.SIGCONT)
+                    signal_all(pids, signal.SIGCONT)
                 except ProcessLookupError:
                     pass
     raise AssertionError("could not catch a trial between its checkpoint and its result")
+
+
+def signal_all(pids: list, sig: int) -> None:
+    for pid in pids:
+        os.kill(pid, sig)
+
+
+def stop_a_kubelet_for_a_while(run: Run, node: str, seconds: float = 35) -> list:
+    """Stop ``node``'s kubelet (its containers keep running, as on a real node whose agent
+    died); the node lifecycle controller marks it NotReady/Unknown; then start it again.
+    Returns the Ready condition's statuses seen meanwhile."""
+    cluster = run.inst.cluster
+    seen = []
+    cluster.kubelet_down(node)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        conds = cluster.api().get(f"/api/v1/nodes/{node}")["status"].get("conditions") or []
+        ready = [c["status"] for c in conds if c["type"] == "Ready"]
+        if ready and (not seen or seen[-1] != ready[0]):
+            seen.append(ready[0])
+        time.sleep(1)
+    cluster.kubelet_up(node)
+    run.wait(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in
+                         cluster.api().get(f"/api/v1/nodes/{node}")["status"]["conditions"]),
+             90, f"node {node} Ready again")
+    return seen
+
+
+def check_kubectl_and_metrics(run: Run) -> None:
+    """What the chart's NOTES tell a user to run works: logs of a trial Job, of the
+    controller Deployment, exec into the controller; and Prometheus can scrape the operator
+    (its ClusterIP Service, through kube-proxy) and the controller (headless Service)."""
+    inst = run.inst
+    trial = run.wait(lambda: next((p["metadata"]["labels"]["job-name"] for p in inst.list("pods", TRIAL_PODS)
+                                   if p["status"].get("phase") in ("Running", "Succeeded")), None),
+                     180, "a trial pod running")
+    run.wait(lambda: "trial" in inst.cluster.run_kubectl("-n", inst.ns, "logs", f"job/{trial}",
+                                                          check=False).stdout, 120,
+             f"kubectl logs job/{trial} to show the child's output")
+    deploy = f"deployment/kubenas-controller-{run.name}"
+    run.wait(lambda: inst.cluster.run_kubectl("-n", inst.ns, "logs", deploy, check=False).stdout,
+             60, f"kubectl logs {deploy}")
+    who = inst.cluster.run_kubectl("-n", inst.ns, "exec", deploy, "--", "id", "-u").stdout
+    assert who.strip() == "10001"
+    operator = run.wait(lambda: inst.metrics("kubenas-operator-metrics"), 60,
+                        "operator metrics through its Service")
+    assert "kubenas_" in operator and "# TYPE" in operator, operator[:500]
+    controller = run.wait(lambda: inst.metrics("kubenas-controller-metrics"), 60,
+                          "controller metrics through its Service")
+    assert "kubenas_controller" in controller or "kubenas_" in controller, controller[:500]
 
 
 def check_exactly_once(run: Run, max_trials: int) -> tuple[dict, list]:
@@ -259,44 +317,52 @@ def check_concurrency(run: Run, pools: list) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_long_search_survives_controller_operator_pod_and_s3_faults(kubenas, dev_cluster):
-    # pool-a: 2 GPUs per trial on 2 x 2-GPU nodes -> 2 at once although maxInFlight is 3 (the
+@pytest.mark.timeout(900)
+def test_long_search_survives_controller_operator_pod_kubelet_and_s3_faults(kubenas, dev_cluster):
+    # pool-a: 1 GPU per trial on a 2-GPU node -> 2 at once although maxInFlight is 3 (the
     # third waits Pending: Insufficient nvidia.com/gpu); pool-b: 1 at once.
-    pools = [pool("pool-a", gpus=2, max_in_flight=3), pool("pool-b", gpus=1, max_in_flight=1)]
-    n = 12
+    pools = [pool("pool-a", gpus=1, max_in_flight=3), pool("pool-b", gpus=1, max_in_flight=1)]
+    n = 16
     kubenas.start_operator()
     run = Run(kubenas, "digits", digits_spec(n, pools))
     try:
-        run.wait(lambda: run.running_controller(), 60, "the controller pod running")
+        run.wait(lambda: run.running_controller(), 120, "the controller pod running")
+        check_kubectl_and_metrics(run)
 
         # 1. a running trial pod is deleted after its first checkpoint: the Job retries it
         deleted_trial = interrupt_after_first_checkpoint(run)
-        run.say(f"deleted the pod of {deleted_trial} between its checkpoint and its result")
+        run.fault(f"deleted the pod of {deleted_trial} between its checkpoint and its result")
 
         # 2. the controller pod is killed: its ReplicaSet starts another, which resumes from S3
         run.wait_applied(3)
         first = run.running_controller()
         assert first
         kubenas.kubectl("delete", "pod", first, "--grace-period=0", "--force", "--wait=false")
-        run.say(f"killed controller pod {first}")
+        run.fault(f"killed controller pod {first}")
         second = run.wait(lambda: run.running_controller(not_named={first}), 60,
                           "a new controller pod")
         run.say(f"controller pod {second} running")
 
-        # 3. the operator is SIGKILLed; trials go on without it for a while; it comes back
+        # 3. the operator's container is SIGKILLed; trials go on without it; the kubelet
+        #    restarts it (restartPolicy Always, after its back-off)
         run.wait_applied(5)
         kubenas.kill_operator(signal.SIGKILL)
-        run.say("operator SIGKILLed")
-        time.sleep(4)
+        run.fault("operator SIGKILLed")
         kubenas.start_operator()
-        run.say("operator started again")
+        run.say("operator running again")
 
         # 4. the S3 server restarts (same ports and data) under everybody's feet
-        run.wait_applied(8)
-        run.say("restarting S3")
+        run.wait_applied(7)
+        run.fault("restarting S3")
         dev_cluster.s3.restart()
         run.say("S3 is back")
+
+        # 5. pool-b's kubelet stops for a while: the real node lifecycle decides
+        run.wait_applied(9)
+        run.fault("stopping pool-b-0's kubelet")
+        ready_seen = stop_a_kubelet_for_a_while(run, "pool-b-0")
+        run.say(f"pool-b-0's kubelet back; its Ready condition went {ready_seen}")
+        assert "Unknown" in ready_seen, ready_seen   # the node controller saw it go silent
 
         status = run.wait_done(timeout=300)
         run.say("Succeeded")
@@ -305,6 +371,8 @@ def test_long_search_survives_controller_operator_pod_and_s3_faults(kubenas, dev
 
     state, records = check_exactly_once(run, n)
     check_concurrency(run, pools)
+    # every fault hit a running search, not a finished one
+    assert all(0 <= applied < n for applied in run.faults.values()), run.faults
 
     # the real scheduler held pool-a's third trial back for want of GPUs
     events = kubenas.list("events")
@@ -326,7 +394,7 @@ def test_long_search_survives_controller_operator_pod_and_s3_faults(kubenas, dev
     assert "Traceback" not in kubenas.operator_log()
     # the operator really was killed and started again; the second one adopted the first
     # one's Jobs instead of making them again
-    assert len(kubenas.operator_pids) == 2
+    assert len(kubenas.operator_pids) == 2 and kubenas.operator_restarts() >= 1
     assert kubenas.operator_log().count("kubenas operator started") == 2
     created = [e["involvedObject"]["name"] for e in events if e["reason"] == "JobCreated"]
     assert len(created) == len(set(created)) >= n - 1, created   # (-1: killed before its event)
@@ -372,15 +440,15 @@ def test_long_search_survives_controller_operator_pod_and_s3_faults(kubenas, dev
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_two_controller_replicas_share_the_policy_by_compare_and_swap(kubenas):
-    # pool-a could run 4 at once (4 GPUs, 1 each): only maxInFlight keeps it to 2, even with
+    # pool-a could run 2 at once (2 GPUs, 1 each): only maxInFlight keeps it to 1, even with
     # two controllers submitting Trials side by side.
-    pools = [pool("pool-a", gpus=1, max_in_flight=2), pool("pool-b", gpus=1, max_in_flight=1)]
+    pools = [pool("pool-a", gpus=1, max_in_flight=1), pool("pool-b", gpus=1, max_in_flight=1)]
     n = 8
     kubenas.start_operator()
     run = Run(kubenas, "twins", digits_spec(n, pools, controller={"replicas": 2}))
     try:
         run.wait(lambda: len([p for p in run.controller() if p["status"].get("phase") == "Running"]) == 2,
-                 60, "two controller pods running")
+                 120, "two controller pods running")
         run.say(f"controller pods {sorted(run.controller_pods)}")
         status = run.wait_done(timeout=300)
         run.say("Succeeded")
