@@ -7,16 +7,17 @@
     kubectl delete experiment digits-demo             # cascades
     helm uninstall kubenas                            # removes what the chart made
 
-The dev cluster is a real kube-apiserver 1.20 with RBAC; its fake kubelet runs every pod's
-command (from this checkout's venv, so the image does not matter) with the pod's env and a
-kubeconfig that holds the pod's ServiceAccount token and nothing else. So the operator, the
-per-Experiment controller and the trials really act as their own ServiceAccounts, and a
-missing or excessive permission shows up here.
+The dev cluster is a real kube-apiserver 1.20 with RBAC and real nodes: every pod is a
+container of the image `make image` built (``--set image.repository=localhost/kubenas
+--set image.tag=dev --set image.pullPolicy=Never``), run by a real kubelet with the chart's
+securityContext (uid 10001, read-only root, /tmp an emptyDir), its Secret references and the
+ServiceAccount token the kubelet mounts. So the operator, the per-Experiment controller and
+the trials really act as their own ServiceAccounts, and a missing or excessive permission
+shows up here.
 
 The example is applied as it is: its storage URL is s3://kubenas/experiments/digits-demo
 and the dev S3 server's endpoint comes from the chart's ``storage.endpoint``, which the
-operator hands to every Experiment that sets none. Metrics are off: the dev cluster's pods
-share the host's network, so the operator and a controller would both bind metrics.port.
+operator hands to every Experiment that sets none. Metrics are on, as by default.
 
 One install and one search serve the module's tests (the search is the expensive part);
 the last test tears it down.
@@ -24,6 +25,7 @@ the last test tears it down.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -31,6 +33,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
@@ -48,7 +51,8 @@ OPERATOR_SA, CONTROLLER_SA, TRIAL_SA = (f"{RELEASE}-operator", f"{RELEASE}-contr
                                         f"{RELEASE}-trial")
 SECRET = "kubenas-s3"
 RELEASE_SELECTOR = f"app.kubernetes.io/instance={RELEASE}"
-SEARCH_TIMEOUT = 300                     # ~1-2 min on 2 cores
+SEARCH_TIMEOUT = 420                     # ~2-3 min on 2 cores
+TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 def _wait(what: str, fn, timeout: float, every: float = 1.0, diagnose=None):
@@ -73,6 +77,7 @@ class Run:
     prefix: str                           # its storage prefix in the bucket
     experiment: dict = field(default_factory=dict)   # as it was when it finished
     pods: dict = field(default_factory=dict)         # every pod seen in ns, by name
+    seen_logs: dict = field(default_factory=dict)    # component -> longest log seen
     uninstalled: bool = False
 
     def kubectl(self, *args, check=True, input=None) -> subprocess.CompletedProcess:
@@ -85,12 +90,28 @@ class Run:
         return [p for p in self.pods.values()
                 if p["metadata"]["labels"].get("app.kubernetes.io/component") == component]
 
-    def pod_dir(self, pod: dict) -> Path:
-        return self.cluster.pods_dir / f"{self.ns}_{pod['metadata']['name']}"
+    def token_of(self, pod: dict) -> Optional[str]:
+        """The ServiceAccount token the kubelet mounted into ``pod`` (from the token Secret its
+        volume names), or None when it mounts none."""
+        for v in pod["spec"].get("volumes") or []:
+            secret = (v.get("secret") or {}).get("secretName", "")
+            if secret.startswith(f"{pod['spec']['serviceAccountName']}-token-"):
+                data = self.get_json("secret", secret)["data"]["token"]
+                return base64.b64decode(data).decode()
+        return None
 
     def logs(self, component: str) -> str:
-        return "".join(self.cluster.pod_log(self.ns, p["metadata"]["name"])
-                       for p in self.pods_of(component))
+        """Logs kept while the search ran (pods of a finished search are gone), then now."""
+        now = "".join(self.cluster.pod_log(self.ns, p["metadata"]["name"])
+                      for p in self.pods_of(component))
+        return self.seen_logs.get(component, "") + now
+
+    def keep_logs(self) -> None:
+        for component in ("controller",):
+            out = "".join(self.cluster.pod_log(self.ns, p["metadata"]["name"])
+                          for p in self.pods_of(component))
+            if len(out) > len(self.seen_logs.get(component, "")):
+                self.seen_logs[component] = out
 
     def diagnose(self) -> str:
         trials = self.kubectl("get", "experiments,trials,deployments,pods", "-n", self.ns,
@@ -126,9 +147,11 @@ def run(dev_cluster, helm_bin, tmp_path_factory):
         r.kubectl("-n", r.ns, "create", "secret", "generic", SECRET,
                   f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
                   f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}")
+        repository, tag = dev_cluster.image.rsplit(":", 1)
         r.helm.run("install", RELEASE, str(CHART), "--namespace", r.ns,
                    "--kubeconfig", dev_cluster.kubeconfig,
-                   "--set", f"storage.endpoint={s3.endpoint}", "--set", "metrics.enabled=false")
+                   "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+                   "--set", "image.pullPolicy=Never", "--set", f"storage.endpoint={s3.endpoint}")
         r.kubectl("-n", r.ns, "rollout", "status", f"deployment/{OPERATOR_SA}", "--timeout=120s")
         out = r.kubectl("-n", r.ns, "apply", "-f", str(EXAMPLE)).stdout
         assert f"experiment.kubenas.dev/{name} created" in out
@@ -138,6 +161,7 @@ def run(dev_cluster, helm_bin, tmp_path_factory):
         def finished():
             for pod in api.get(f"/api/v1/namespaces/{r.ns}/pods")["items"]:
                 r.pods[pod["metadata"]["name"]] = pod
+            r.keep_logs()
             exp = api.get(f"/apis/kubenas.dev/v1/namespaces/{r.ns}/experiments/{name}")
             status = exp.get("status") or {}
             if status.get("phase") in ("Failed", "Stopped"):
@@ -158,13 +182,6 @@ def run(dev_cluster, helm_bin, tmp_path_factory):
             if ns:
                 dev_cluster.delete_namespace(ns)
         r.clear_storage()
-
-
-def _kubeconfig_token(path: Path):
-    cfg = yaml.safe_load(path.read_text())
-    users = cfg.get("users") or []
-    assert len(users) == 1, path
-    return (users[0].get("user") or {}).get("token")
 
 
 def _identity(cluster, token: str) -> dict:
@@ -242,7 +259,7 @@ def test_each_process_runs_under_its_own_service_account(run):
     for pods, sa in expected:
         for pod in pods:
             assert pod["spec"]["serviceAccountName"] == sa
-            token = _kubeconfig_token(run.pod_dir(pod) / "kubeconfig")
+            token = run.token_of(pod)
             assert token, f"{pod['metadata']['name']} has no token"
             user = _identity(run.cluster, token)
             assert user["username"] == f"system:serviceaccount:{run.ns}:{sa}", user
@@ -252,24 +269,27 @@ def test_each_process_runs_under_its_own_service_account(run):
         spec = pod["spec"]
         assert spec["serviceAccountName"] == TRIAL_SA
         assert spec["automountServiceAccountToken"] is False
-        assert not any((v.get("secret") or {}).get("secretName", "").startswith(f"{TRIAL_SA}-token")
-                       for v in spec.get("volumes") or [])
-        assert _kubeconfig_token(run.pod_dir(pod) / "kubeconfig") is None
-        assert not (run.pod_dir(pod) / "serviceaccount").exists()
+        assert run.token_of(pod) is None
         # and it still reached S3: the credentials come from the Secret through secretKeyRef
         env = {e["name"]: e for e in spec["containers"][0]["env"]}
         assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == SECRET
         assert env["KUBENAS_S3_ENDPOINT"]["value"] == run.cluster.s3.endpoint
 
-    # The operator process itself (still running): KUBECONFIG is its pod's, nothing else.
+    # The operator's process itself (its container, still running): uid 10001, the token
+    # file the kubelet mounted is its ServiceAccount's, and no other credentials.
     op = operators[0]
-    marker = run.pod_dir(op) / ".fake-kubelet-proc"
-    pid = int(marker.read_text().split()[0])
+    pid = run.cluster.container_pids(run.ns, op["metadata"]["name"])[0]
     environ = dict(item.split("=", 1) for item in
                    Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
-    assert environ["KUBECONFIG"] == str(run.pod_dir(op) / "kubeconfig")
+    assert "KUBECONFIG" not in environ
     assert environ["KUBENAS_WATCH_NAMESPACE"] == run.ns
     assert environ["KUBENAS_S3_ENDPOINT"] == run.cluster.s3.endpoint
+    # (through /proc/PID/root: the image's /var/run is a link to /run, resolved here by hand)
+    token_file = Path(f"/proc/{pid}/root") / TOKEN.replace("/var/run/", "run/", 1)
+    assert token_file.read_text() == run.token_of(op)
+    uids = [ln.split()[1] for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if ln.startswith("Uid:")]
+    assert uids == ["10001"]
 
 
 def _call(api: KubeAPI, method: str, path: str, body=None):
@@ -284,9 +304,10 @@ def test_service_account_tokens_are_refused_what_they_were_not_given(run):
     """The tokens the operator and controller processes hold, used directly on the API."""
     ns, other, name = run.ns, run.other, run.name
     op_pod, ctl_pod = run.pods_of("operator")[0], run.pods_of("controller")[0]
-    operator = KubeAPI.from_kubeconfig(run.pod_dir(op_pod) / "kubeconfig")
-    controller = KubeAPI.from_kubeconfig(run.pod_dir(ctl_pod) / "kubeconfig")
-    trial = KubeAPI.from_kubeconfig(run.pod_dir(run.pods_of("trial")[0]) / "kubeconfig")
+    ca = str(run.cluster.state_dir / "pki" / "ca.crt")
+    operator = KubeAPI(run.cluster.server, run.token_of(op_pod), ca)
+    controller = KubeAPI(run.cluster.server, run.token_of(ctl_pod), ca)
+    trial = KubeAPI(run.cluster.server, run.token_of(run.pods_of("trial")[0]), ca)
 
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "intruder"},
            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}
@@ -422,7 +443,9 @@ def test_delete_experiment_cascades_and_uninstall_removes_what_the_chart_made(ru
     # What the chart made: exactly this, all labelled with the release.
     before = _inventory(run)
     generated = re.compile(r"^((?:pod|replicaset\.apps)/.+?)(-[a-z0-9]{6,10})(-[a-z0-9]{5})?$")
-    kinds = sorted(generated.sub(r"\1", n) for n in before[ns])
+    # Endpoints and EndpointSlices are the endpoint controllers' copies of the Services'.
+    derived = ("endpoints/", "endpointslice.discovery.k8s.io/")
+    kinds = sorted(generated.sub(r"\1", n) for n in before[ns] if not n.startswith(derived))
     assert kinds == sorted([
         f"deployment.apps/{OPERATOR_SA}", f"replicaset.apps/{OPERATOR_SA}", f"pod/{OPERATOR_SA}",
         f"serviceaccount/{OPERATOR_SA}", f"serviceaccount/{CONTROLLER_SA}",
@@ -430,7 +453,8 @@ def test_delete_experiment_cascades_and_uninstall_removes_what_the_chart_made(ru
         f"role.rbac.authorization.k8s.io/{OPERATOR_SA}",
         f"role.rbac.authorization.k8s.io/{CONTROLLER_SA}",
         f"rolebinding.rbac.authorization.k8s.io/{OPERATOR_SA}",
-        f"rolebinding.rbac.authorization.k8s.io/{CONTROLLER_SA}"]), before[ns]
+        f"rolebinding.rbac.authorization.k8s.io/{CONTROLLER_SA}",
+        f"service/{OPERATOR_SA}-metrics", f"service/{CONTROLLER_SA}-metrics"]), before[ns]
     assert before[run.other] == [] and before[""] == [], "nothing outside its namespace"
     assert len(_token_secrets(run)) == 3
 
