@@ -76,8 +76,9 @@ class MemoryStore(ObjectStore):
         except KeyError:
             raise NotFound(key) from None
 
-    def list(self, prefix: str = "") -> list[str]:
-        return sorted(k for k in self._data if k.startswith(prefix))
+    def list(self, prefix: str = "", start_after: Optional[str] = None) -> list[str]:
+        return sorted(k for k in self._data
+                      if k.startswith(prefix) and (start_after is None or k > start_after))
 
     def delete(self, key: str) -> None:
         self._data.pop(key, None)

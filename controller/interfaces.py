@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Container, Optional
 
 from kubenas.contracts import Architecture, ResultRecord
 
@@ -44,5 +44,9 @@ class Executor(abc.ABC):
 
 class ResultSource(abc.ABC):
     @abc.abstractmethod
-    def poll(self, known: set[str], timeout: float = 0.0) -> list[ResultRecord]:
-        """Results whose trial_id is not in ``known``, in arrival order; may wait ``timeout``."""
+    def poll(self, known: Container[str], timeout: float = 0.0,
+             start_after: Optional[str] = None) -> list[ResultRecord]:
+        """Results whose trial_id is not in ``known`` (anything supporting ``in``: the loop
+        passes its compact applied set, never a set of every id), in arrival order; may wait
+        ``timeout``. ``start_after``: a result key below which everything is known applied,
+        so a listing source may start there (a hint; ignoring it is correct, only slower)."""

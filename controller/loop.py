@@ -1,41 +1,81 @@
 """The update loop: sample while there is room, apply results as they arrive, persist everything.
 
-The controller's whole state — the strategy (policy, optimizer, baseline, pending samples,
-RNG), the sample log and the set of applied results — is one JSON object in the store,
-written with compare-and-swap after every step. So:
+The controller's state — the strategy (policy, optimizer, baseline, pending samples' actions,
+RNG), the counters, the samples not yet applied and the applied set (index ranges) — is one
+JSON object in the store (``controller/state.json``), written with compare-and-swap once per
+fill round and once per collect. Its size follows what is in flight, not the experiment's
+size. Per-trial documents go to create-only objects: ``trials/<id>.json`` (the sample) and
+``applied/<id>.json`` (how its result was applied). They are committed inside the state first
+(its ``outbox``) and written after the commit; a document leaves the outbox in a later commit
+once it is known to be stored. So:
 
 * a killed controller resumes exactly where its last write left it: sampled trials that have
-  no result yet are re-submitted (submission is idempotent by trial id), nothing is lost;
+  no result yet are re-submitted (submission is idempotent by trial id), nothing is lost, and
+  per-trial documents committed but not yet written are written on load;
 * a result is applied at most once, because "applied" is recorded in the same atomic write
-  as the parameter update it caused;
+  as the parameter update it caused, and its ``applied/`` document is create-only (a crash or
+  a lost race can only re-write the same committed bytes, never a second version);
 * K replicas (the paper's §3.3 scheme) can share one policy: a replica whose write loses
-  the race reloads the winner's state and redoes only its own step on top of it.
+  the race backs off, reloads the winner's state and redoes only its own step on top of it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
-from kubenas.contracts import Architecture, ResultRecord
+from kubenas.contracts import Architecture, ResultRecord, result_key
 from kubenas.controller.interfaces import Executor, ResultSource, TrialRequest
+from kubenas.controller.ledger import AppliedView, IndexSet, SampledView, TrialIds
+from kubenas.controller.results import applied_key, trial_key
 from kubenas.controller.strategies.base import Strategy
 from kubenas.experiment import Experiment, trial_id
-from kubenas.storage import ObjectStore, PreconditionFailed, StorageError
+from kubenas.storage import AlreadyExists, ObjectStore, PreconditionFailed, StorageError
 from kubenas.storage.base import NotFound
 
 log = logging.getLogger("kubenas.controller")
 
 STATE_KEY = "controller/state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2
+CAS_BACKOFF_BASE = 0.005   # seconds; doubled per consecutive lost race, full jitter
+CAS_BACKOFF_CAP = 1.0
+# Samples per state write: their architectures (~3 KB each for a 15-layer CNN) ride in the
+# state's outbox until written, so a burst of 800 free slots is cut into a few commits
+# rather than making one state of 2.5 MB.
+MAX_SAMPLES_PER_COMMIT = 200
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _encode(doc: dict) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def read_ledger(store: ObjectStore) -> dict:
+    """The search's whole record as one dict, for reports and tests: the state's fields plus
+    ``sampled`` (trial_id -> its ``trials/`` document) and ``applied`` (trial_id -> its
+    ``applied/`` document) — the maps the state itself held before version 2. Reads one
+    object per trial: not for the loop."""
+    state = json.loads(store.get(STATE_KEY))
+    name, outbox = state["experiment"], state.get("outbox") or {}
+
+    def documents(key_of: Callable[[str], str], indices) -> dict:
+        out = {}
+        for index in indices:
+            tid = trial_id(name, index)
+            key = key_of(tid)
+            out[tid] = outbox[key] if key in outbox else json.loads(store.get(key))
+        return out
+
+    return {**state, "sampled": documents(trial_key, range(state["nextIndex"])),
+            "applied": documents(applied_key, IndexSet(state["appliedRanges"]))}
 
 
 @dataclass
@@ -70,22 +110,41 @@ class SearchLoop:
         self.poll_interval = poll_interval
         self.shared = shared
         # checkpoint=False: an in-process simulation (the NAS-Bench-201 benchmark) that needs
-        # no resume; skips serialising the whole strategy after every step.
+        # no resume; nothing is written to the store (per-trial documents stay in memory).
         self.checkpoint = checkpoint
         self.strategy: Strategy = strategy_factory()
         self.state: dict = {}
         self.etag: Optional[str] = None
+        self.applied_set = IndexSet()
         self._stale = False      # a store error left the in-memory state in doubt: reload
         self._resubmit = True    # (re)loaded: sampled trials may never have been submitted
         self._resumed = False    # submit_pending has run once (the resume)
-        self._submitted: set = set()   # trial ids this process has submitted
+        self._submitted: set = set()   # trial ids this process submitted, not yet applied
         self._load(initial=True)
 
     # -- persistence -----------------------------------------------------------------------
     def _fresh_state(self) -> dict:
         return {"version": STATE_VERSION, "experiment": self.experiment.name,
                 "strategyName": self.experiment.strategy, "strategy": None,
-                "nextIndex": 0, "sampled": {}, "applied": {}, "updatedAt": _now()}
+                "nextIndex": 0, "counts": {"applied": 0, "succeeded": 0, "failed": 0},
+                "appliedRanges": [], "best": None, "pending": {}, "outbox": {},
+                "updatedAt": _now()}
+
+    def _check(self, state: dict) -> None:
+        where = f"{self.store.url()}/{STATE_KEY}"
+        if state.get("experiment") != self.experiment.name:
+            raise RuntimeError(f"{where} belongs to experiment "
+                               f"{state.get('experiment')!r}, not {self.experiment.name!r}")
+        if state.get("version") != STATE_VERSION:
+            raise RuntimeError(
+                f"{where}: state format version {state.get('version')!r}, this kubenas reads "
+                f"version {STATE_VERSION} (per-trial objects, compact applied set); finish "
+                "that experiment with the kubenas that started it, or start a new experiment "
+                "name or work dir")
+        if state.get("strategyName") != self.experiment.strategy:
+            raise RuntimeError(f"{STATE_KEY}: state was written by strategy "
+                               f"{state.get('strategyName')!r}; this experiment asks for "
+                               f"{self.experiment.strategy!r}. Use a new experiment name or work dir.")
 
     def _load(self, initial: bool = False) -> None:
         # Whatever was loaded may hold samples whose submission never happened (a killed
@@ -97,65 +156,110 @@ class SearchLoop:
         except NotFound:
             self.state, self.etag = self._fresh_state(), None
             self.strategy = self.strategy_factory()
+            self.applied_set = IndexSet()
             return
         state = json.loads(data)
-        if state.get("experiment") != self.experiment.name:
-            raise RuntimeError(f"{self.store.url()}/{STATE_KEY} belongs to experiment "
-                               f"{state.get('experiment')!r}, not {self.experiment.name!r}")
-        if state.get("strategyName") != self.experiment.strategy:
-            raise RuntimeError(f"{STATE_KEY}: state was written by strategy "
-                               f"{state.get('strategyName')!r}; this experiment asks for "
-                               f"{self.experiment.strategy!r}. Use a new experiment name or work dir.")
+        self._check(state)
         self.strategy = self.strategy_factory()
         if state.get("strategy") is not None:
             self.strategy.load_state_dict(state["strategy"])
         self.state, self.etag = state, etag
+        self.applied_set = IndexSet(state["appliedRanges"])
+        self._submitted &= set(state["pending"])
         if initial:
-            self.on_event(LoopEvent("resumed", info={"sampled": len(state["sampled"]),
-                                                     "applied": len(state["applied"])}))
+            self.on_event(LoopEvent("resumed", info={"sampled": state["nextIndex"],
+                                                     "applied": len(self.applied_set)}))
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        """Write the committed per-trial documents (create-only: a second write of the same
+        committed document finds it there, which is as good). Each one written leaves the
+        outbox in the next commit."""
+        if not self.checkpoint:
+            return
+        outbox = self.state["outbox"]
+        for key in sorted(outbox):
+            try:
+                self.store.put_new(key, _encode(outbox[key]))
+            except AlreadyExists:
+                pass
+            del outbox[key]
+
+    def _backoff(self, lost: int) -> None:
+        time.sleep(random.uniform(0, min(CAS_BACKOFF_CAP, CAS_BACKOFF_BASE * 2 ** lost)))
 
     def _transact(self, step: Callable[[], object]) -> object:
         """Run ``step`` (which mutates self.strategy / self.state) and persist it with CAS.
 
-        On a lost race, reload the winning state and run ``step`` again on top of it."""
+        On a lost race, back off (jittered, exponential), reload the winning state and run
+        ``step`` again on top of it."""
+        lost = 0
         while True:
             out = step()
             if not self.checkpoint:
                 return out
             self.state["strategy"] = self.strategy.state_dict()
+            self.state["appliedRanges"] = self.applied_set.ranges()
             self.state["updatedAt"] = _now()
-            data = json.dumps(self.state, separators=(",", ":")).encode()
             try:
-                self.etag = self.store.put_if_match(STATE_KEY, data, self.etag)
-                return out
+                self.etag = self.store.put_if_match(STATE_KEY, _encode(self.state), self.etag)
             except PreconditionFailed:
                 self.on_event(LoopEvent("conflict"))
+                self._backoff(lost)
+                lost += 1
                 self._load()
+                continue
+            self._flush_outbox()
+            return out
 
-    # -- the three steps ---------------------------------------------------------------------
-    @property
-    def sampled(self) -> dict:
-        return self.state["sampled"]
+    # -- what the state holds --------------------------------------------------------------
+    def _local_doc(self, key: str) -> Optional[dict]:
+        return self.state["outbox"].get(key)
 
     @property
-    def applied(self) -> dict:
-        return self.state["applied"]
+    def sampled(self) -> SampledView:
+        """trial_id -> its ``trials/`` document, for every sampled trial (read on access)."""
+        return SampledView(lambda: self.state["nextIndex"], self.experiment.name, trial_key,
+                           self._local_doc, self.store.get)
+
+    @property
+    def applied(self) -> AppliedView:
+        """trial_id -> its ``applied/`` document, for every applied result (read on access)."""
+        return AppliedView(lambda: self.applied_set, self.experiment.name, applied_key,
+                           self._local_doc, self.store.get)
+
+    @property
+    def pending(self) -> dict:
+        """Sampled trials without an applied result: trial_id -> sampling metadata."""
+        return self.state["pending"]
 
     def done(self) -> bool:
-        return len(self.applied) >= self.experiment.max_trials
+        return len(self.applied_set) >= self.experiment.max_trials
 
-    def _sample_one(self) -> Optional[str]:
-        if self.state["nextIndex"] >= self.experiment.max_trials:
-            return None
-        proposal = self.strategy.ask()
-        index = self.state["nextIndex"]
-        self.state["nextIndex"] = index + 1
-        tid = trial_id(self.experiment.name, index)
-        self.sampled[tid] = {"index": index, "strategyIndex": proposal.index,
-                             "architecture": proposal.architecture.to_dict(),
-                             "policyVersion": proposal.policy_version,
-                             "sampledAt": _now(), "replica": self.replica}
-        return tid
+    # -- sampling ----------------------------------------------------------------------------
+    def _sample_round(self, count: int) -> list[tuple[str, Architecture]]:
+        samples = []
+        for _ in range(count):
+            index = self.state["nextIndex"]
+            if index >= self.experiment.max_trials:
+                break
+            proposal = self.strategy.ask()
+            self.state["nextIndex"] = index + 1
+            tid = trial_id(self.experiment.name, index)
+            meta = {"index": index, "strategyIndex": proposal.index,
+                    "policyVersion": proposal.policy_version, "sampledAt": _now(),
+                    "replica": self.replica}
+            self.pending[tid] = meta
+            self.state["outbox"][trial_key(tid)] = {
+                "trial_id": tid, **meta, "architecture": proposal.architecture.to_dict()}
+            samples.append((tid, proposal.architecture))
+        return samples
+
+    def _architecture(self, tid: str) -> Architecture:
+        doc = self._local_doc(trial_key(tid))
+        if doc is None:
+            doc = json.loads(self.store.get(trial_key(tid)))
+        return Architecture.from_dict(doc["architecture"], trial_key(tid))
 
     def submit_pending(self) -> int:
         """Submit the sampled trials without an applied result that this process has not
@@ -163,62 +267,93 @@ class SearchLoop:
         reload) only this replica's own, i.e. a sample whose write landed although its answer
         was lost, so that replicas never start each other's trials."""
         resuming, self._resumed = not self._resumed, True
+        in_flight = self.executor.in_flight()
         n = 0
-        for tid, rec in sorted(self.sampled.items()):
-            if tid in self.applied or tid in self._submitted:
+        for tid, meta in sorted(self.pending.items()):
+            if tid in self._submitted:
                 continue
-            if not resuming and rec.get("replica") != self.replica:
+            if not resuming and meta.get("replica") != self.replica:
                 continue
-            if tid in self.executor.in_flight():
+            if tid in in_flight:
                 self._submitted.add(tid)
                 continue
-            self._submit(tid, rec)
+            self._submit(tid, self._architecture(tid))
             n += 1
         return n
 
-    def _submit(self, tid: str, rec: dict) -> None:
-        arch = Architecture.from_dict(rec["architecture"])
-        self.executor.submit(TrialRequest(trial_id=tid, architecture=arch))
+    def _submit(self, tid: str, architecture: Architecture) -> None:
+        self.executor.submit(TrialRequest(trial_id=tid, architecture=architecture))
         self._submitted.add(tid)
 
     def fill(self) -> int:
-        """Sample and submit into the slots free now, as far as the budget allows.
+        """Sample and submit into the slots free now, as far as the budget allows: one
+        transaction for the whole round (per ``MAX_SAMPLES_PER_COMMIT``).
 
         Only the slots free when it starts: were it to go on while slots keep freeing up,
         children that finish faster than a sample is written would have it sample the whole
         budget from the first policy before a single result is applied."""
-        n = 0
-        for _ in range(max(0, self.executor.free_slots())):
-            tid = self._transact(self._sample_one)
-            if tid is None:
+        free = min(self.executor.free_slots(),
+                   self.experiment.max_trials - self.state["nextIndex"])
+        asked = sampled = 0
+        while asked < free:
+            count = min(free - asked, MAX_SAMPLES_PER_COMMIT)
+            asked += count
+            samples = self._transact(lambda: self._sample_round(count))
+            for tid, architecture in samples:
+                self._submit(tid, architecture)
+                self.on_event(LoopEvent("sampled", trial_id=tid))
+            sampled += len(samples)
+            if len(samples) < count:  # the budget ran out (another replica sampled too)
                 break
-            self._submit(tid, self.sampled[tid])
-            self.on_event(LoopEvent("sampled", trial_id=tid))
-            n += 1
-        return n
+        return sampled
+
+    # -- applying results --------------------------------------------------------------------
+    def _record_applied(self, r: ResultRecord, meta: dict, fb) -> dict:
+        counts = self.state["counts"]
+        counts["applied"] += 1
+        counts["succeeded" if r.succeeded else "failed"] += 1
+        best = self.state["best"]
+        if r.succeeded and (best is None or r.reward > best["reward"]):
+            self.state["best"] = {"trial": r.trial_id, "reward": r.reward,
+                                  "architecture": r.architecture.to_dict()}
+        self.applied_set.add(meta["index"])
+        del self.pending[r.trial_id]
+        self._submitted.discard(r.trial_id)
+        detail = {"trial_id": r.trial_id, "index": meta["index"], "status": r.status,
+                  "reward": r.reward, "reason": r.reason, "staleness": fb.staleness,
+                  "logRatio": fb.info.get("log_ratio"), "stepped": fb.stepped,
+                  "policyVersion": meta.get("policyVersion"), "appliedAt": _now(),
+                  "replica": self.replica}
+        self.state["outbox"][applied_key(r.trial_id)] = detail
+        return detail
 
     def _apply(self, results: list[ResultRecord]) -> list[LoopEvent]:
         events = []
         for r in results:
-            rec = self.sampled.get(r.trial_id)
-            if rec is None or r.trial_id in self.applied:
-                continue  # not ours (another experiment's prefix?) or already applied
-            fb = self.strategy.tell(rec["strategyIndex"], r.reward if r.succeeded else None)
-            self.applied[r.trial_id] = {
-                "status": r.status, "reward": r.reward, "reason": r.reason,
-                "staleness": fb.staleness, "stepped": fb.stepped, "appliedAt": _now(),
-                "replica": self.replica}
+            meta = self.pending.get(r.trial_id)
+            if meta is None:
+                continue  # already applied (by another replica?) or not this experiment's
+            fb = self.strategy.tell(meta["strategyIndex"], r.reward if r.succeeded else None)
+            detail = self._record_applied(r, meta, fb)
             events.append(LoopEvent("applied", trial_id=r.trial_id, reward=r.reward,
-                                    status=r.status, info={"staleness": fb.staleness,
-                                                           "stepped": fb.stepped}))
+                                    status=r.status, info={
+                                        "staleness": fb.staleness, "stepped": fb.stepped,
+                                        "logRatio": detail["logRatio"],
+                                        "reason": r.reason}))
         return events
 
+    def _listing_start(self) -> Optional[str]:
+        """Every result below the lowest unapplied index is applied: list after it."""
+        lowest = self.applied_set.lowest_missing()
+        return result_key(trial_id(self.experiment.name, lowest - 1)) if lowest > 0 else None
+
     def collect(self, timeout: float = 0.0) -> int:
-        new = self.results.poll(set(self.applied), timeout=timeout)
-        new = [r for r in new if r.trial_id in self.sampled and r.trial_id not in self.applied]
+        known = TrialIds(self.experiment.name, self.applied_set)
+        new = self.results.poll(known, timeout=timeout, start_after=self._listing_start())
+        new = [r for r in new if r.trial_id in self.pending]
         if not new:
             return 0
-        # Inside the transaction the applied set is re-checked, so a result that another
+        # Inside the transaction the pending set is re-checked, so a result that another
         # replica applied while we were polling is skipped rather than counted twice.
         events = self._transact(lambda: self._apply(new))
         for e in events:
@@ -258,7 +393,7 @@ class SearchLoop:
         while not self.done():
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"experiment {self.experiment.name}: deadline reached with "
-                                   f"{len(self.applied)}/{self.experiment.max_trials} results")
+                                   f"{len(self.applied_set)}/{self.experiment.max_trials} results")
             self.step(timeout=self.poll_interval)
         self.on_event(LoopEvent("done", info=self.summary()))
         return self.summary()
@@ -268,20 +403,19 @@ class SearchLoop:
         if not self.shared:
             return
         try:
-            _, etag = self.store.get_with_etag(STATE_KEY)
+            etag = self.store.head(STATE_KEY)   # HEAD: no body unless it changed
         except NotFound:
             return
         if etag != self.etag:
             self._load()
 
     def summary(self) -> dict:
-        succeeded = {t: a for t, a in self.applied.items() if a["status"] == "succeeded"}
-        best = max(succeeded, key=lambda t: succeeded[t]["reward"], default=None)
+        counts, best = self.state["counts"], self.state["best"] or {}
         return {
             "experiment": self.experiment.name,
-            "sampled": len(self.sampled), "applied": len(self.applied),
-            "succeeded": len(succeeded), "failed": len(self.applied) - len(succeeded),
-            "bestTrial": best,
-            "bestReward": succeeded[best]["reward"] if best else None,
-            "bestArchitecture": self.sampled[best]["architecture"] if best else None,
+            "sampled": self.state["nextIndex"], "applied": counts["applied"],
+            "succeeded": counts["succeeded"], "failed": counts["failed"],
+            "bestTrial": best.get("trial"),
+            "bestReward": best.get("reward"),
+            "bestArchitecture": best.get("architecture"),
         }

@@ -120,7 +120,7 @@ class TableExecutor(Executor, ResultSource):
         return self.table_indices[trial_id]
 
     # -- ResultSource --------------------------------------------------------------------
-    def poll(self, known: set[str], timeout: float = 0.0) -> list[ResultRecord]:
+    def poll(self, known, timeout: float = 0.0, start_after=None) -> list[ResultRecord]:
         """Finished results not in ``known``, in finish-time order. When none is waiting,
         the clock jumps to the next finish time (``timeout`` is irrelevant: no real
         waiting happens). Returns ``[]`` only when nothing is in flight."""

@@ -163,6 +163,26 @@ class StoreContract:
         assert store.list() == sorted(expected + ["results-summary.txt"])
         assert store.list("nothing/") == []
 
+    def test_list_start_after(self, store):
+        keys = [f"results/exp-{i:05d}.json" for i in range(12)]
+        for key in keys + ["trials/exp-00009.json", "resultsX"]:
+            store.put(key, b"{}")
+        # exclusive, like S3's StartAfter; the bound need not be a stored key
+        assert store.list("results/", start_after=keys[4]) == keys[5:]
+        assert store.list("results/", start_after="results/exp-00007") == keys[7:]
+        assert store.list("results/", start_after="results/") == keys
+        assert store.list("results/", start_after=keys[-1]) == []
+        assert store.list("results/", start_after="a") == keys     # before the prefix
+        assert store.list("results/", start_after="z") == []        # after the prefix
+
+    def test_head_gives_the_etag_without_the_body(self, store):
+        etag = store.put("state.json", b"v1")
+        assert store.head("state.json") == etag == store.get_with_etag("state.json")[1]
+        etag2 = store.put_if_match("state.json", b"v2", etag)
+        assert store.head("state.json") == etag2 != etag
+        with pytest.raises(NotFound):
+            store.head("missing.json")
+
     # -- concurrency
     def test_racing_writers_threads_one_winner(self, store):
         barrier = threading.Barrier(WRITERS)

@@ -89,9 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     loop = SearchLoop(exp, factory, executor, results, store, on_event=on_event)
-    for tid, rec in loop.applied.items():
-        if rec["reward"] is not None and (best["reward"] is None or rec["reward"] > best["reward"]):
-            best["reward"] = rec["reward"]
+    best["reward"] = loop.summary()["bestReward"]  # resumed: the best so far
     try:
         loop.run()
     except KeyboardInterrupt:

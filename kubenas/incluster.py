@@ -124,8 +124,8 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
 
 
 def _policy_version(loop) -> Optional[int]:
-    state = loop.strategy.state_dict()
-    version = state.get("policy_version", state.get("version"))
+    # the attribute, not state_dict(): that would serialise the whole policy for one int
+    version = getattr(loop.strategy, "version", None)
     return version if isinstance(version, int) else None
 
 

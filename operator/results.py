@@ -94,9 +94,13 @@ class StoreProvider:
             return store
 
 
-def read_result(store: ObjectStore, trial_id: str) -> Optional[ResultRecord]:
+def read_result(store: ObjectStore, trial_id: str,
+                architecture: Optional[Mapping] = None) -> Optional[ResultRecord]:
     """The trial's result record, None when there is none yet; ResultStoreError when the
-    store cannot be read; an unparsable record is reported as a failed result."""
+    store cannot be read. A record that cannot be parsed or is invalid (wrong types, reward
+    out of range) is reported as a failed result with the reason — the controller applies it
+    as one too — so the Trial ends instead of waiting on it forever. ``architecture``: the
+    Trial's own, put in that failed result (else a placeholder)."""
     try:
         data = store.get(result_key(trial_id))
     except NotFound:
@@ -106,9 +110,20 @@ def read_result(store: ObjectStore, trial_id: str) -> Optional[ResultRecord]:
     except Exception as exc:   # credentials, endpoint errors surfacing from the client
         raise ResultStoreError(f"{type(exc).__name__}: {exc}") from exc
     try:
-        return ResultRecord.from_json(data, where=result_key(trial_id))
-    except (ContractError, ValueError) as exc:
-        raise ResultStoreError(f"unreadable result record: {exc}") from exc
+        record = ResultRecord.from_json(data, where=result_key(trial_id))
+        if record.trial_id != trial_id:
+            raise ContractError(f"{result_key(trial_id)}.trial_id: {record.trial_id!r} is not "
+                                "the key's trial")
+        return record
+    except (ContractError, ValueError, TypeError, RecursionError) as exc:
+        log.error("%s: unreadable result record, the trial counts as failed: %s",
+                  result_key(trial_id), exc)
+        arch = None
+        try:
+            arch = Architecture.from_dict(architecture) if architecture else None
+        except ContractError:
+            pass
+        return ResultRecord.unreadable(trial_id, result_key(trial_id), exc, arch)
 
 
 def write_failed_result(store: ObjectStore, experiment: str, trial_id: str,

@@ -5,9 +5,12 @@ runs. It is safe to run twice for the same trial and safe to kill at any point:
 
 1. ``results/<trial_id>.json`` already in the store -> return it, train nothing;
 2. ``checkpoints/<trial_id>/latest.pt`` in the store -> resume after its epoch;
-3. train, saving that checkpoint (``store.put``) after every epoch;
+3. train, saving that checkpoint (``store.put``) after every epoch; a checkpoint the store
+   refuses (an outage) is skipped with a warning and training goes on;
 4. write the result create-only (``put_new``); if another attempt got there first, its
-   record wins and is returned;
+   record wins and is returned. While the store is unreachable this write (and the model's)
+   is retried with backoff for ``KUBENAS_WRITE_RETRY_SECONDS`` (default 1800 s): a few
+   minutes of S3 downtime must not throw away a trained child;
 5. delete the checkpoint.
 
 Failures the architecture is to blame for (``kubenas.trainer.errors.ChildFailure``: it
@@ -25,13 +28,16 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import random
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
 from kubenas.contracts import Architecture, EpochMetrics, ResultRecord, result_key
-from kubenas.storage import AlreadyExists, NotFound, ObjectStore
+from kubenas.storage import AlreadyExists, NotFound, ObjectStore, StorageError
 from kubenas.trainer.builders import cnn as cnn_builder
 from kubenas.trainer.config import TrainerConfig, require_image_dataset
 from kubenas.trainer.data import load_dataset
@@ -41,6 +47,9 @@ from kubenas.trainer.reward import compute_reward
 from kubenas.trainer.train import TrainOutcome, fit, resolve_device
 
 log = logging.getLogger("kubenas.trainer")
+
+WRITE_RETRY_ENV = "KUBENAS_WRITE_RETRY_SECONDS"
+DEFAULT_WRITE_RETRY_SECONDS = 1800.0
 
 
 def checkpoint_key(trial_id: str) -> str:
@@ -118,15 +127,45 @@ def _load_checkpoint(store: ObjectStore, key: str, architecture: Architecture) -
     return state
 
 
-def _publish(store: ObjectStore, record: ResultRecord) -> ResultRecord:
+def write_retry_seconds() -> float:
+    """How long a child keeps retrying its final writes while the store is unreachable."""
+    raw = os.environ.get(WRITE_RETRY_ENV)
+    try:
+        return float(raw) if raw else DEFAULT_WRITE_RETRY_SECONDS
+    except ValueError:
+        raise ValueError(f"{WRITE_RETRY_ENV}: must be a number of seconds, got {raw!r}") from None
+
+
+def _until_stored(what: str, fn: Callable[[], Any], deadline: float) -> Any:
+    """fn(), retried with jittered exponential backoff on StorageError until ``deadline``
+    (time.monotonic()); then the last error propagates."""
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except StorageError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: store unavailable (%s); retrying in %.1f s", what, exc, delay)
+        time.sleep(delay * random.uniform(0.5, 1.0))
+        delay = min(delay * 2, 30.0)
+
+
+def _publish(store: ObjectStore, record: ResultRecord,
+             deadline: Optional[float] = None) -> ResultRecord:
     """Write the result create-only; if one is there already, the first one wins."""
     key = result_key(record.trial_id)
-    try:
-        store.put_new(key, record.to_json())
-    except AlreadyExists:
-        log.info("%s: another attempt wrote the result first; returning it", record.trial_id)
-        return ResultRecord.from_json(store.get(key), where=key)
-    return record
+    deadline = time.monotonic() + write_retry_seconds() if deadline is None else deadline
+
+    def write() -> ResultRecord:
+        try:
+            store.put_new(key, record.to_json())
+        except AlreadyExists:
+            log.info("%s: another attempt wrote the result first; returning it", record.trial_id)
+            return ResultRecord.from_json(store.get(key), where=key)
+        return record
+
+    return _until_stored(f"{key}: result write", write, deadline)
 
 
 def _timings(started_at: str, metrics: list) -> dict:
@@ -200,7 +239,11 @@ def run_attempt(trial_id: str, experiment: str, architecture: Architecture, stor
                  started_at=started_at, attempt=attempt)
         buf = io.BytesIO()
         torch.save(s, buf)
-        store.put(ckey, buf.getvalue())
+        try:
+            store.put(ckey, buf.getvalue())
+        except StorageError as exc:  # an outage costs at most a resume point, never the child
+            log.warning("%s: checkpoint after epoch %s not saved, training on: %s",
+                        trial_id, s.get("epoch"), exc)
         if on_epoch is not None:
             on_epoch(EpochMetrics(**s["metrics"][-1]))
 
@@ -209,23 +252,30 @@ def run_attempt(trial_id: str, experiment: str, architecture: Architecture, stor
     try:
         outcome = train(resume=state, on_epoch=checkpoint)
     except ChildFailure as exc:
+        deadline = time.monotonic() + write_retry_seconds()
         log.warning("%s: failed: %s", trial_id, exc)
         if not exc.metrics and state:
             exc.metrics = [EpochMetrics(**m) for m in state["metrics"]]
         record = _failed(experiment, trial_id, architecture, exc, started_at, extra)
     else:
+        deadline = time.monotonic() + write_retry_seconds()
         extra.update(outcome.extra)
         if save_model:
             from kubenas.trainer.export import torchscript_bytes
 
-            store.put(model_key(trial_id), torchscript_bytes(outcome.model, outcome.example_input))
+            model = torchscript_bytes(outcome.model, outcome.example_input)
+            _until_stored(f"{model_key(trial_id)}: model write",
+                          lambda: store.put(model_key(trial_id), model), deadline)
             extra["model_key"] = model_key(trial_id)
         record = ResultRecord(
             experiment=experiment, trial_id=trial_id, architecture=architecture,
             status="succeeded", reward=float(outcome.reward), metrics=outcome.metrics,
             timings=_timings(started_at, outcome.metrics), extra=extra)
-    record = _publish(store, record)
-    store.delete(ckey)
+    record = _publish(store, record, deadline)
+    try:
+        store.delete(ckey)
+    except StorageError as exc:  # the result is safe; a stale checkpoint is only litter
+        log.warning("%s: checkpoint not deleted: %s", trial_id, exc)
     return record
 
 

@@ -15,6 +15,10 @@
 
 It lives at ``<prefix>/results/<trial_id>.json`` and is written create-only, so a retried
 pod or a re-run child can never overwrite (or double-report) a first result.
+
+Valid rewards are finite numbers with ``abs(reward) <= REWARD_LIMIT`` (1e6): every reward
+kubenas computes is far inside it (accuracy**3 in [0, 1], c/perplexity, table lookups); a
+value outside is a broken child, and the record is refused like any other malformed one.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from kubenas.contracts.errors import ContractError
 
 KIND = "Result"
 STATUSES = ("succeeded", "failed")
+REWARD_LIMIT = 1e6
+# What an unreadable record's trial "trained", when the trial's description is not at hand.
+UNKNOWN_ARCHITECTURE = Architecture(space="unknown", spec={}, tokens=[])
 
 
 def result_key(trial_id: str) -> str:
@@ -63,13 +70,26 @@ class ResultRecord:
         if self.status not in STATUSES:
             raise ContractError(f"result.status: must be one of {list(STATUSES)}, got {self.status!r}")
         if self.status == "succeeded":
-            if self.reward is None or not math.isfinite(float(self.reward)):
-                raise ContractError(f"result.reward: a succeeded result needs a finite reward, got {self.reward!r}")
+            if not _is_number(self.reward) or not math.isfinite(float(self.reward)) \
+                    or abs(float(self.reward)) > REWARD_LIMIT:
+                raise ContractError(f"result.reward: a succeeded result needs a finite reward "
+                                    f"within +-{REWARD_LIMIT:g}, got {self.reward!r}")
         else:
             if self.reward is not None:
                 raise ContractError("result.reward: a failed result carries no reward")
             if not self.reason:
                 raise ContractError("result.reason: a failed result must say why")
+
+    @classmethod
+    def unreadable(cls, trial_id: str, key: str, error: Exception,
+                   architecture: Optional[Architecture] = None) -> "ResultRecord":
+        """The failed result standing in for a record at ``key`` that cannot be read or is
+        invalid: the trial the key names has failed, with the reason (never a crash, never a
+        record skipped forever). ``architecture``: the trial's own, when the caller has it."""
+        return cls(experiment=trial_id.rpartition("-")[0], trial_id=trial_id,
+                   architecture=architecture or UNKNOWN_ARCHITECTURE, status="failed",
+                   reason=f"unreadable result record {key}: {error}",
+                   extra={"unreadable": True})
 
     @property
     def succeeded(self) -> bool:
@@ -102,6 +122,7 @@ class ResultRecord:
         for key in ("experiment", "trial_id", "architecture", "status"):
             if key not in doc:
                 raise ContractError(f"{where}.{key}: is required")
+        _check_types(doc, where)
         metrics = []
         for i, m in enumerate(doc.get("metrics") or []):
             try:
@@ -109,8 +130,8 @@ class ResultRecord:
             except TypeError as exc:
                 raise ContractError(f"{where}.metrics[{i}]: {exc}") from exc
         return cls(
-            experiment=str(doc["experiment"]),
-            trial_id=str(doc["trial_id"]),
+            experiment=doc["experiment"],
+            trial_id=doc["trial_id"],
             architecture=Architecture.from_dict(doc["architecture"], f"{where}.architecture"),
             status=doc["status"],
             reward=None if doc.get("reward") is None else float(doc["reward"]),
@@ -124,6 +145,39 @@ class ResultRecord:
     def from_json(cls, data: bytes | str, where: str = "result") -> "ResultRecord":
         try:
             doc = json.loads(data)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ContractError(f"{where}: not valid JSON ({exc})") from exc
         return cls.from_dict(doc, where)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# field -> (accepted types, what to say); None is accepted where the field is optional
+_FIELD_TYPES = {
+    "experiment": ((str,), "a string", False),
+    "trial_id": ((str,), "a string", False),
+    "status": ((str,), "a string", False),
+    "reason": ((str,), "a string or null", True),
+    "metrics": ((list,), "a list", True),
+    "timings": ((Mapping,), "a mapping", True),
+    "extra": ((Mapping,), "a mapping", True),
+}
+
+
+def _check_types(doc: Mapping[str, Any], where: str) -> None:
+    """Wrong JSON types are a ContractError naming the field, never a TypeError later."""
+    for key, (types, what, optional) in _FIELD_TYPES.items():
+        value = doc.get(key)
+        if value is None and optional:
+            continue
+        if not isinstance(value, types):
+            raise ContractError(f"{where}.{key}: must be {what}, got {type(value).__name__}")
+    reward = doc.get("reward")
+    if reward is not None and not _is_number(reward):
+        raise ContractError(f"{where}.reward: must be a number or null, "
+                            f"got {type(reward).__name__}")
+    for i, m in enumerate(doc.get("metrics") or []):
+        if not isinstance(m, Mapping):
+            raise ContractError(f"{where}.metrics[{i}]: must be a mapping, got {type(m).__name__}")

@@ -51,9 +51,15 @@ class ObjectStore(abc.ABC):
     def get(self, key: str) -> bytes:
         return self.get_with_etag(key)[0]
 
+    def head(self, key: str) -> str:
+        """The ETag of ``key`` without transferring its body (S3 HEAD). Raise NotFound."""
+        return self.get_with_etag(key)[1]
+
     @abc.abstractmethod
-    def list(self, prefix: str = "") -> list[str]:
-        """All keys starting with ``prefix``, sorted."""
+    def list(self, prefix: str = "", start_after: Optional[str] = None) -> list[str]:
+        """All keys starting with ``prefix``, sorted; with ``start_after``, only the keys
+        that sort after it (S3's StartAfter), so a reader that knows where it left off
+        touches only what is newer."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:
@@ -61,7 +67,7 @@ class ObjectStore(abc.ABC):
 
     def exists(self, key: str) -> bool:
         try:
-            self.get_with_etag(key)
+            self.head(key)
             return True
         except NotFound:
             return False

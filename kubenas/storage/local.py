@@ -92,14 +92,20 @@ class LocalStore(ObjectStore):
             raise NotFound(key) from None
         return data, _etag(data)
 
-    def list(self, prefix: str = "") -> list[str]:
+    def head(self, key: str) -> str:
+        return self.get_with_etag(key)[1]  # the ETag is the content's MD5: read it
+
+    def list(self, prefix: str = "", start_after: Optional[str] = None) -> list[str]:
+        # Walk only below the prefix's folder: listing results/ never visits checkpoints/.
+        folder = prefix.lstrip("/").rpartition("/")[0]
+        top = self._path(folder) if folder else self.root
         keys = []
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, _dirs, files in os.walk(top):
             for name in files:
                 if name.startswith((".tmp-", ".lock-")):
                     continue
                 rel = os.path.relpath(os.path.join(dirpath, name), self.root).replace(os.sep, "/")
-                if rel.startswith(prefix):
+                if rel.startswith(prefix) and (start_after is None or rel > start_after):
                     keys.append(rel)
         return sorted(keys)
 

@@ -173,14 +173,19 @@ class S3Store(ObjectStore):
 
         return self._call(get_and_read, key, Key=self._k(key))
 
-    def list(self, prefix: str = "") -> list[str]:
+    def head(self, key: str) -> str:
+        resp = self._call(self.client.head_object, key, Key=self._k(key))
+        return resp["ETag"].strip('"')
+
+    def list(self, prefix: str = "", start_after: Optional[str] = None) -> list[str]:
         full = self._k(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
         strip = len(f"{self.prefix}/") if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
+        after = {"StartAfter": self._k(start_after)} if start_after else {}
 
         def list_all() -> list[str]:  # retried as a whole: a listing is restarted from scratch
             keys: list[str] = []
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full,
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, **after,
                                            PaginationConfig={"PageSize": self.page_size}):
                 keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
             return keys

@@ -105,7 +105,11 @@ def test_out_of_order_results_each_applied_exactly_once(tmp_path):
     assert summary["bestReward"] == pytest.approx(0.19)
     # The persisted state is the same as the in-memory one.
     state = json.loads(store.get(STATE_KEY))
-    assert len(state["applied"]) == 20 and state["strategy"]["told"] == loop.strategy.told
+    assert state["counts"]["applied"] == 20 and state["strategy"]["told"] == loop.strategy.told
+    assert state["appliedRanges"] == [[0, 20]] and state["pending"] == {}
+    # one create-only document per sample and per applied result
+    assert store.list("trials/") == [f"trials/exp-{i:05d}.json" for i in range(20)]
+    assert store.list("applied/") == [f"applied/exp-{i:05d}.json" for i in range(20)]
 
 
 def test_killed_controller_resumes_without_loss_or_double_count(tmp_path):
@@ -151,9 +155,11 @@ def test_two_replicas_share_one_state_with_compare_and_swap(tmp_path):
         t.join(timeout=60)
     assert not errors
     state = json.loads(store.get(STATE_KEY))
-    assert len(state["sampled"]) == 30 and len(state["applied"]) == 30
+    assert state["nextIndex"] == 30 and state["counts"]["applied"] == 30
+    assert len(store.list("trials/")) == 30 and len(store.list("applied/")) == 30
     assert sorted(map(int, state["strategy"]["told"])) == list(range(30))
-    assert {a["replica"] for a in state["applied"].values()} <= {"r0", "r1"}
+    details = [json.loads(store.get(k)) for k in store.list("applied/")]
+    assert {a["replica"] for a in details} <= {"r0", "r1"}
 
 
 def test_state_of_another_experiment_is_refused(tmp_path):
@@ -194,7 +200,7 @@ def test_resume_submits_a_sample_whose_submission_never_happened(tmp_path):
     store = LocalStore(tmp_path)
     ex = ShuffledExecutor(store, slots=2, seed=4)
     first = SearchLoop(_exp(6), CountingStrategy, ex, StoreResultSource(store), store, poll_interval=0)
-    tid = first._transact(first._sample_one)       # written to the store... and killed here
+    [(tid, _)] = first._transact(lambda: first._sample_round(1))  # committed... and killed
     assert tid == "exp-00000" and ex.submits == []
     ex2 = ShuffledExecutor(store, slots=2, seed=5)
     second = SearchLoop(_exp(6), CountingStrategy, ex2, StoreResultSource(store), store, poll_interval=0)

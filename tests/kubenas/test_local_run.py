@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubenas.controller.loop import read_ledger
+from kubenas.storage.local import LocalStore
+
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = {
@@ -73,7 +76,7 @@ def test_run_is_killed_and_resumes_without_retraining_or_double_counting(tmp_pat
         tid = name[: -len(".json")]
         assert (workdir / "trials" / tid / "child.log").stat().st_size == logs_before[tid]
 
-    state = json.loads((workdir / "store" / "controller" / "state.json").read_text())
+    state = read_ledger(LocalStore(workdir / "store"))
     assert sorted(state["applied"]) == sorted(n[:-5] for n in after)
     assert len(state["sampled"]) == 6  # resumed trials kept their ids, none re-sampled
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from kubenas.contracts import Architecture, ResultRecord, result_key
+from kubenas.storage import StorageError
 from kubenas.storage.local import LocalStore
 from kubenas.trainer import child as child_mod
 from kubenas.trainer.child import checkpoint_key, model_key, train_child
@@ -246,3 +247,46 @@ def test_cifar10_from_the_store_end_to_end(tmp_path, small_cnn, cifar_folder_wri
     assert rec.extra["train_size"] == 16 and rec.extra["val_size"] == 4
     assert rec.extra["input_shape"] == [3, 32, 32]
     assert rec.extra["augment"] == {"crop_padding": 4, "horizontal_flip": True}
+
+
+class OutageStore(LocalStore):
+    """A store in an outage: checkpoint writes always fail; the first ``down`` writes of
+    results and models fail too, then the store is back."""
+
+    def __init__(self, root, down):
+        super().__init__(root)
+        self.down, self.refused = down, []
+
+    def _outage(self, key):
+        if key.startswith("checkpoints/") or self.down > 0:
+            self.down -= not key.startswith("checkpoints/")
+            self.refused.append(key)
+            raise StorageError(f"{key}: connection refused")
+
+    def put(self, key, data):
+        self._outage(key)
+        return super().put(key, data)
+
+    def put_new(self, key, data):
+        self._outage(key)
+        return super().put_new(key, data)
+
+
+def test_a_store_outage_neither_stops_training_nor_loses_the_result(tmp_path, small_cnn,
+                                                                     monkeypatch):
+    monkeypatch.setattr(child_mod.time, "sleep", lambda s: None)  # backoff without the wait
+    store = OutageStore(tmp_path, down=3)
+    rec = train_child("o", "exp", small_cnn, dict(CONFIG, epochs=2), store)
+    assert rec.status == "succeeded" and [m.epoch for m in rec.metrics] == [1, 2]
+    assert [k for k in store.refused if k.startswith("checkpoints/")] == [checkpoint_key("o")] * 2
+    assert len([k for k in store.refused if not k.startswith("checkpoints/")]) == 3
+    assert ResultRecord.from_json(store.get(result_key("o"))).to_dict() == rec.to_dict()
+    assert store.exists(model_key("o"))
+
+
+def test_the_result_write_gives_up_at_its_deadline(tmp_path, small_cnn, monkeypatch):
+    monkeypatch.setenv(child_mod.WRITE_RETRY_ENV, "0")
+    store = OutageStore(tmp_path, down=10 ** 6)
+    with pytest.raises(StorageError, match="connection refused"):
+        train_child("d", "exp", small_cnn, dict(CONFIG, epochs=1, saveModel=False), store)
+    assert not store.exists(result_key("d"))
