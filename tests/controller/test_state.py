@@ -132,3 +132,26 @@ def test_index_set_keeps_ranges_merged():
     assert IndexSet().lowest_missing() == 0 and IndexSet([[2, 4]]).lowest_missing() == 0
     with pytest.raises(ValueError, match="sorted and disjoint"):
         IndexSet([[0, 3], [2, 5]])
+
+
+def test_a_replica_that_loses_the_race_redoes_its_round_on_the_winners_state(tmp_path):
+    store = LocalStore(tmp_path)
+    exp = cnn_reinforce_experiment("exp", 24, layers=4)
+    a, b = (SearchLoop(exp, strategy_factory(exp), InstantExecutor(store, 4),
+                       StoreResultSource(store), store, replica=r, poll_interval=0, shared=True)
+            for r in ("a", "b"))
+    events = []
+    b.on_event = events.append
+    assert a.fill() == 4                  # a commits samples 0-3; b still holds the empty state
+    assert b.fill() == 4                  # b's write loses, it reloads and samples 4-7
+    assert [e.kind for e in events][:1] == ["conflict"]
+    assert sorted(b.pending) == [f"exp-{i:05d}" for i in range(8)]
+    owners = {json.loads(store.get(f"trials/exp-{i:05d}.json"))["replica"] for i in range(8)}
+    assert owners == {"a", "b"}
+    while not (a.done() and b.done()):
+        a.step()
+        b.step()
+    summary = b.summary()
+    assert summary["applied"] == 24 and len(store.list("applied/")) == 24
+    # every reward told once: 24 optimizer steps in the committed state (m = G = 1)
+    assert json.loads(store.get(STATE_KEY))["strategy"]["version"] == 24
