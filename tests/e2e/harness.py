@@ -327,7 +327,14 @@ class Install:
                        access_key_id=self.s3.access_key, secret_access_key=self.s3.secret_key)
 
     def controller_state(self, experiment: str) -> dict:
-        return json.loads(self.store(experiment).get("controller/state.json"))
+        """The controller's state with its per-trial documents (``sampled``/``applied`` maps)."""
+        from kubenas.controller.loop import read_ledger
+
+        return read_ledger(self.store(experiment))
+
+    def applied_count(self, experiment: str) -> int:
+        """Results applied so far: one small read (the state's counters)."""
+        return json.loads(self.store(experiment).get("controller/state.json"))["counts"]["applied"]
 
     def kubectl(self, *args: str) -> str:
         return self.cluster.run_kubectl(*args, "-n", self.ns).stdout

@@ -98,7 +98,7 @@ class Run:
 
     def applied(self) -> int:
         try:
-            return len(self.inst.controller_state(self.name)["applied"])
+            return self.inst.applied_count(self.name)
         except Exception:  # noqa: BLE001 - no state yet, or S3 restarting
             return -1
 
@@ -267,6 +267,8 @@ def check_exactly_once(run: Run, max_trials: int) -> tuple[dict, list]:
     state = inst.controller_state(name)
     strat = state["strategy"]
     assert state["nextIndex"] == max_trials
+    assert state["appliedRanges"] == [[0, max_trials]]     # the compact applied set: all of them
+    assert state["counts"]["applied"] == max_trials and not state["pending"]
     assert sorted(state["sampled"]) == ids                 # each trial id sampled once
     assert sorted(state["applied"]) == ids                 # and applied once
     assert sorted(s["index"] for s in state["sampled"].values()) == list(range(max_trials))
