@@ -41,6 +41,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from devenv.cluster import DevCluster  # noqa: E402
+from kubenas.controller.loop import read_ledger  # noqa: E402
 from devenv.fake_kubelet import PROC_MARKER  # noqa: E402
 from tests.e2e.harness import Install, Watcher, wait_for  # noqa: E402
 
@@ -174,7 +175,7 @@ def run_search(inst: Install, args, say) -> dict:
     status = inst.experiment(name)["status"]
     store = inst.store(name)
     raw_state = store.get("controller/state.json")
-    state = json.loads(raw_state)
+    state = read_ledger(store)         # the state plus its per-trial applied/ documents
     finished_at = {}
     for key in store.list("results/"):
         rec = json.loads(store.get(key))
@@ -261,13 +262,14 @@ def main(argv=None) -> int:
     cluster = None
     if os.environ.get("KUBENAS_DEVENV_DIR"):
         c = DevCluster(os.environ["KUBENAS_DEVENV_DIR"])
-        if c.running():
+        if c.running() and c.node_mode == "simulated":
             cluster = c
             cluster.apply_crds()
             say(f"using the running dev cluster in {c.state_dir}")
     tmp = tempfile.TemporaryDirectory(prefix="kubenas-orch-")
     if cluster is None:
-        own = cluster = DevCluster(Path(tmp.name) / "devenv")
+        # simulated nodes: a pod per trial with an instant child, no image, no kubelet
+        own = cluster = DevCluster(Path(tmp.name) / "devenv", nodes="simulated")
         say("starting a dev cluster")
         cluster.up(quiet=True)
     ns = cluster.create_namespace("orch")

@@ -1,4 +1,7 @@
-"""A fake kubelet: Node objects in labelled pools whose pods really run, as local processes.
+"""A simulated node, for scale tests and benchmarks only (``devenv/cluster.py --nodes
+simulated``): Node objects in labelled pools whose pods run as local processes, without an
+image, a container runtime, volumes, limits or pod networking. It is not a correctness tool
+for pods: what proves pods work runs on real nodes (devenv/nodes.py: kubelet + containerd).
 
 * Registers nodes ``<pool>-<i>`` labelled ``kubenas.dev/pool=<pool>`` with capacity
   ``nvidia.com/gpu`` (plus cpu, memory, pods), keeps them Ready (node status heartbeats and
