@@ -381,8 +381,15 @@ class DevCluster:
     def _create_network(self, say) -> None:
         from devenv.nodes import Network
 
-        net = Network.pick_free()
-        net.create()
+        for _ in range(5):  # another environment may take the same free slot at once
+            net = Network.pick_free()
+            try:
+                net.create()
+                break
+            except DevEnvError:
+                time.sleep(0.5)
+        else:
+            raise DevEnvError("could not create a dev-cluster bridge (slots taken meanwhile)")
         self.slot = net.slot
         self._load_nodes()
         self._save()
