@@ -145,6 +145,16 @@ def image_of(experiment: Mapping[str, Any], image: Optional[str],
             or (settings.image if settings is not None else None) or C.DEFAULT_IMAGE)
 
 
+def job_ttl(job_settings: Mapping[str, Any], settings: Optional[Settings]) -> Optional[int]:
+    """The Job's ttlSecondsAfterFinished: the Experiment's, else the operator's default (a
+    finished Job and its pods expire, so the operator's caches do not grow with the number
+    of trials; the Trial's status and result record keep what it did). None without
+    settings (a bare build applies no operator defaults)."""
+    if job_settings.get("ttlSecondsAfterFinished") is not None:
+        return job_settings["ttlSecondsAfterFinished"]
+    return settings.job_ttl_seconds if settings is not None else None
+
+
 def build_job(trial: Mapping[str, Any], experiment: Mapping[str, Any], *,
               image: Optional[str] = None,
               child_command: Optional[Sequence[str]] = None,
@@ -207,9 +217,9 @@ def build_job(trial: Mapping[str, Any], experiment: Mapping[str, Any], *,
     }
     if js.get("activeDeadlineSeconds"):
         job_spec["activeDeadlineSeconds"] = js["activeDeadlineSeconds"]
-    if js.get("ttlSecondsAfterFinished") is not None:
-        # alpha (feature gate TTLAfterFinished) in 1.20: harmless where it is ignored
-        job_spec["ttlSecondsAfterFinished"] = js["ttlSecondsAfterFinished"]
+    ttl = job_ttl(js, settings)   # TTLAfterFinished: alpha in 1.20, harmless where ignored
+    if ttl is not None:
+        job_spec["ttlSecondsAfterFinished"] = ttl
 
     metadata: dict = {
         "name": job_name(tname),

@@ -41,7 +41,12 @@ _ENV = {
     "KUBENAS_S3_ENDPOINT": ("s3_endpoint", "str"),
     "AWS_DEFAULT_REGION": ("region", "str"),
     "KUBENAS_LOG_LEVEL": ("log_level", "str"),
+    "KUBENAS_JOB_TTL_SECONDS": ("job_ttl_seconds", "int"),
+    "KUBENAS_UNSCHEDULABLE_DEADLINE_SECONDS": ("unschedulable_deadline_seconds", "int"),
 }
+
+DEFAULT_JOB_TTL_SECONDS = 600              # finished Jobs (and their pods) expire: bounded caches
+DEFAULT_UNSCHEDULABLE_DEADLINE_SECONDS = 900
 
 # What a controller pod needs to see the Experiment exactly as the operator does.
 DEFAULTS_ENV = ("KUBENAS_DEFAULT_WORKER_POOLS", "KUBENAS_DEFAULT_STORAGE_URL",
@@ -98,6 +103,10 @@ class Settings:
     s3_endpoint: Optional[str] = None
     region: Optional[str] = None
     log_level: Optional[str] = None
+    # trial Jobs: ttlSecondsAfterFinished where the Experiment's jobSettings sets none, and
+    # how long a trial pod may stay unschedulable before its trial counts as failed
+    job_ttl_seconds: int = DEFAULT_JOB_TTL_SECONDS
+    unschedulable_deadline_seconds: int = DEFAULT_UNSCHEDULABLE_DEADLINE_SECONDS
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "Settings":

@@ -417,6 +417,31 @@ def test_a_deleted_job_is_never_silently_recreated(env, operator_factory):
     assert rec.status == "failed" and rec.reason.startswith("JobDeleted")
 
 
+def test_expired_finished_jobs_leave_their_trials_as_they_were(env, operator_factory):
+    """The operator's default TTL deletes finished Jobs; their Trials keep their phase and
+    reason, no Job is made again, no failed record replaces the child's (also after a
+    restart of the operator)."""
+    from kubenas.operator.settings import Settings
+
+    env.create_experiment(jobSettings={"backoffLimit": 0})   # no TTL of its own
+    env.create_trial("exp1-00000", fake={"sleep": 0.1})
+    env.create_trial("exp1-00001", pool="pool-b", fake={"exit": 3, "noResult": True})
+    op = operator_factory(settings=Settings.from_env(job_ttl_seconds=1))
+    env.wait_phase("exp1-00000", "Succeeded")
+    env.wait_phase("exp1-00001", "Failed")
+    before = env.phases()
+    assert before["exp1-00000"] == ("Succeeded", "Succeeded")
+    env.wait(lambda: not env.jobs(), timeout=60, what="finished Jobs expired")
+    time.sleep(2.0)
+    assert env.phases() == before and env.jobs() == []
+    op.stop()
+    operator_factory(settings=Settings.from_env(job_ttl_seconds=1))
+    time.sleep(3.0)
+    assert env.phases() == before and env.jobs() == []
+    rec = ResultRecord.from_json(env.store().get(result_key("exp1-00000")))
+    assert rec.status == "succeeded" and (rec.extra or {}).get("writtenBy") != "kubenas-operator"
+
+
 def test_runner_stops_cleanly(env):
     import threading
 

@@ -146,3 +146,19 @@ def test_bad_input_is_a_contract_error_naming_the_field(make, needle):
     with pytest.raises(ContractError, match=None) as info:
         build_job(t, e)
     assert needle in str(info.value)
+
+
+def test_finished_jobs_expire_by_default_unless_the_experiment_says_otherwise():
+    from kubenas.operator.settings import Settings
+
+    defaults = Settings()
+    bare = build_job(trial(), experiment(jobSettings={}), settings=defaults)["spec"]
+    assert bare["ttlSecondsAfterFinished"] == 600
+    chart = Settings.from_env({"KUBENAS_JOB_TTL_SECONDS": "120"})
+    assert build_job(trial(), experiment(jobSettings={}),
+                     settings=chart)["spec"]["ttlSecondsAfterFinished"] == 120
+    own = build_job(trial(), experiment(), settings=chart)["spec"]   # the Experiment's 3600
+    assert own["ttlSecondsAfterFinished"] == 3600
+    keep = build_job(trial(), experiment(jobSettings={"ttlSecondsAfterFinished": 0}),
+                     settings=chart)["spec"]
+    assert keep["ttlSecondsAfterFinished"] == 0
