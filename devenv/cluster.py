@@ -533,7 +533,10 @@ class DevCluster:
                 # notice a vanished fake kubelet within ~20 s, evict after 60 s
                 "--node-monitor-period=2s", "--node-monitor-grace-period=20s",
                 "--pod-eviction-timeout=60s",
-                "--concurrent-gc-syncs=5", "--profiling=false", "--v=1"]
+                "--concurrent-gc-syncs=5", "--profiling=false", "--v=1",
+                # the job controller makes a pod per trial: 20 requests/s (the default) would
+                # be the ceiling of a scale test
+                "--kube-api-qps=200", "--kube-api-burst=400"]
         self.daemons["kube-controller-manager"] = Daemon.spawn(
             "kube-controller-manager", argv, logs / "kube-controller-manager.log")
 
@@ -552,6 +555,8 @@ class DevCluster:
                 f"--kubeconfig={self.state_dir / 'kubeconfigs' / 'kubelet.kubeconfig'}",
                 f"--state-dir={self.state_dir}", f"--pools={self.pools}",
                 f"--venv-bin={venv_bin()}:{self.bin_dir}"]
+        if os.environ.get("KUBENAS_SIM_CHILD_SECONDS"):   # scale tests: devenv/simnode.py
+            argv.append(f"--simulate-children={float(os.environ['KUBENAS_SIM_CHILD_SECONDS'])}")
         self.daemons["fake-kubelet"] = Daemon.spawn("fake-kubelet", argv, logs / "fake-kubelet.log")
 
     def _start_real_nodes(self, binaries: dict, timeout: float, say) -> None:

@@ -464,8 +464,10 @@ class PodWorker(threading.Thread):
 
 # ---------------------------------------------------------------------------- the kubelet
 class FakeKubelet:
-    def __init__(self, api: KubeAPI, state_dir: Path, pools: list[Pool], venv_bin: str) -> None:
+    def __init__(self, api: KubeAPI, state_dir: Path, pools: list[Pool], venv_bin: str,
+                 worker_class: type = PodWorker) -> None:
         self.api = api
+        self.worker_class = worker_class   # devenv/simnode.py: trial pods run no process
         self.state_dir = state_dir
         self.pods_dir = state_dir / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
@@ -596,7 +598,7 @@ class FakeKubelet:
                 return
             if phase in ("Succeeded", "Failed") or self.stopping.is_set():
                 return
-            worker = PodWorker(self, pod)
+            worker = self.worker_class(self, pod)
             self.workers[uid] = worker
         worker.start()
 
@@ -663,11 +665,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--pools", default="pool-a:2:2,pool-b:1:1",
                     help="NAME:NODES:GPUS[:CPU[:MEMORY]],... (default %(default)s)")
     ap.add_argument("--venv-bin", default=None, help="prepended to pods' PATH")
+    ap.add_argument("--simulate-children", type=float, default=None, metavar="SECONDS",
+                    help="trial pods (kubenas train-child) run no process: Running for SECONDS, "
+                         "then their result record is written (devenv/simnode.py)")
     args = ap.parse_args(argv)
     from devenv.procs import venv_bin
 
+    worker = PodWorker
+    if args.simulate_children is not None:
+        from devenv.simnode import worker_class
+
+        worker = worker_class(args.simulate_children)
     kubelet = FakeKubelet(KubeAPI.from_kubeconfig(args.kubeconfig), Path(args.state_dir),
-                          parse_pools(args.pools), args.venv_bin or str(venv_bin()))
+                          parse_pools(args.pools), args.venv_bin or str(venv_bin()), worker)
 
     def on_signal(signum, _frame):
         log(f"signal {signum}: stopping pods")
