@@ -28,7 +28,8 @@ from kubenas.operator.results import (ResultStoreError, StoreProvider, read_resu
 from kubenas.operator.status import (COND_ACCEPTED, COND_CONTROLLER, COND_VALID, JobObservation, Outcome, apply_outcome,
                                      best_of, clip, drop_empty, experiment_counts, get_condition,
                                      is_terminal, now_iso, observe_job, outcome_from_result,
-                                     parse_time, set_condition, transition_events)
+                                     parse_time, set_condition, transition_events,
+                                     unschedulable_for)
 from kubenas.operator.controller_deployment import (ANNOTATION_HASH, build_controller_deployment,
                                                     controller_name)
 from kubenas.operator.settings import Settings
@@ -37,6 +38,8 @@ from kubenas.operator.validation import parse_experiment_object, parse_trial_obj
 log = logging.getLogger("kubenas.operator")
 
 STOP_REASONS = ("ExperimentStopped", "ExperimentDeleted")
+# Job creation refusals that no retry can fix: the Trial fails with a failed result.
+PERMANENT_CREATE_ERRORS = (400, 422)
 
 
 class Conflict(Exception):
@@ -240,9 +243,10 @@ class Reconciler:
         try:
             _, pool = parse_trial_object(trial, exp)
         except ContractError as exc:
-            reason = "UnknownPool" if str(exc).startswith("spec.pool") else "InvalidSpec"
-            self._write_trial_status(trial, Outcome(C.TRIAL_PENDING, reason, str(exc),
-                                                    valid=("False", reason, str(exc))))
+            if str(exc).startswith("spec.pool"):   # no Job can ever run it: a failed result
+                return self._fail_trial(trial, exp, "UnknownPool", str(exc), valid=True)
+            self._write_trial_status(trial, Outcome(C.TRIAL_PENDING, "InvalidSpec", str(exc),
+                                                    valid=("False", "InvalidSpec", str(exc))))
             return None
 
         trial = self._ensure_trial_owner(trial, exp_obj)
@@ -253,36 +257,9 @@ class Reconciler:
             # down): never train twice; the result record, if any, still decides.
             return self._job_vanished(trial, exp, jname)
         if job is None:
-            # maxInFlight is enforced here, where Jobs are made: whoever submits Trials (two
-            # controller replicas racing, a hand-made Trial), a pool never runs more of an
-            # experiment's trials at once. Counting and creating under one lock per pool keeps
-            # this operator's workers from taking the same last slot.
-            with self._pool_lock(ns, exp.name, pool.name):
-                busy = self._jobs_in_flight(ns, exp.name, pool.name)
-                if busy >= pool.max_in_flight:
-                    self._write_trial_status(trial, Outcome(
-                        C.TRIAL_PENDING, "WaitingForSlot",
-                        f"pool {pool.name} already runs {busy} trials of experiment {exp.name} "
-                        f"(maxInFlight {pool.max_in_flight}); waiting for one to finish"))
-                    return 1.0
-                manifest = build_job(trial, exp_obj, settings=self.settings)
-                try:
-                    job = self.kube.create(jobs_path(ns), manifest)
-                    created = True
-                    M.JOBS_CREATED.inc()
-                    log.info("trial %s/%s: created Job %s", ns, name, jname)
-                except KubeError as exc:
-                    if exc.conflict:   # AlreadyExists: made before a restart, or the cache lags
-                        job = self._job(ns, jname, live=True)
-                        if job is None:
-                            return 1.0   # deleted meanwhile; look again
-                    else:
-                        msg = f"cannot create Job {jname}: {exc}"
-                        self._write_trial_status(trial, Outcome(
-                            C.TRIAL_PENDING, "JobCreateFailed", msg,
-                            job_created=("False", "JobCreateFailed", msg)))
-                        return 30.0 if exc.status in (400, 403, 422) else 5.0
-                self.jobs.upsert(job)
+            job, created, requeue = self._create_job(trial, exp, exp_obj, pool, jname)
+            if job is None:
+                return requeue
         if not _owned_by(job, C.TRIAL_KIND, name, trial["metadata"]["uid"]):
             msg = (f"Job {jname} exists but belongs to another object (a deleted Trial of the "
                    f"same name?); waiting for it to be deleted")
@@ -291,16 +268,119 @@ class Reconciler:
             return 10.0
         if created:
             self.events.record(trial, "Normal", "JobCreated", f"Created Job {jname}")
+        return self._follow_job(trial, exp, job, jname)
 
-        obs = observe_job(job, self.pods_of(ns, name))
+    def _create_job(self, trial: dict, exp, exp_obj: dict, pool, jname: str):
+        """Make the Trial's Job if its pool has a slot: (job or None, created, requeue)."""
+        meta = trial["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        # maxInFlight is enforced here, where Jobs are made: whoever submits Trials (two
+        # controller replicas racing, a hand-made Trial), a pool never runs more of an
+        # experiment's trials at once. Counting and creating under one lock per pool keeps
+        # this operator's workers from taking the same last slot.
+        with self._pool_lock(ns, exp.name, pool.name):
+            busy = self._jobs_in_flight(ns, exp.name, pool.name)
+            if busy >= pool.max_in_flight:
+                self._write_trial_status(trial, Outcome(
+                    C.TRIAL_PENDING, "WaitingForSlot",
+                    f"pool {pool.name} already runs {busy} trials of experiment {exp.name} "
+                    f"(maxInFlight {pool.max_in_flight}); waiting for one to finish"))
+                return None, False, 1.0
+            manifest = build_job(trial, exp_obj, settings=self.settings)
+            try:
+                job = self.kube.create(jobs_path(ns), manifest)
+                M.JOBS_CREATED.inc()
+                log.info("trial %s/%s: created Job %s", ns, name, jname)
+                created = True
+            except KubeError as exc:
+                if not exc.conflict:
+                    return None, False, self._job_create_failed(trial, exp, jname, exc)
+                # AlreadyExists: made before a restart, or the cache lags
+                job, created = self._job(ns, jname, live=True), False
+                if job is None:
+                    return None, False, 1.0   # deleted meanwhile; look again
+            self.jobs.upsert(job)
+            return job, created, None
+
+    def _job_create_failed(self, trial: dict, exp, jname: str, exc: KubeError) -> Optional[float]:
+        """The API server refused the Job: a refusal no retry can fix (400 Bad Request, 422
+        Invalid) fails the Trial with a failed result; anything else is retried."""
+        msg = f"cannot create Job {jname}: {exc}"
+        if exc.status in PERMANENT_CREATE_ERRORS:
+            return self._fail_trial(trial, exp, "JobRejected", msg)
+        self._write_trial_status(trial, Outcome(C.TRIAL_PENDING, "JobCreateFailed", msg,
+                                                job_created=("False", "JobCreateFailed", msg)))
+        return 30.0 if exc.status == 403 else 5.0
+
+    def _fail_trial(self, trial: dict, exp, reason: str, message: str, *, valid: bool = False,
+                    job: Optional[dict] = None, observation=None) -> Optional[float]:
+        """A Trial that can never succeed: its failed result record (create-only; a child's
+        own record, if one got there first, decides instead), then ``job`` deleted (if
+        given), then the Trial Failed. Each step is redone until all are done."""
+        meta, spec = trial["metadata"], trial.get("spec") or {}
+        jname = job["metadata"]["name"] if job is not None else None
+        try:
+            store = self.stores.store_for(meta["namespace"], exp)
+            result = write_failed_result(store, exp.name, meta["name"], spec["architecture"],
+                                         clip(f"{reason}: {message}"),
+                                         {"jobName": jname} if jname else {})
+        except (ResultStoreError, ContractError, KeyError) as exc:
+            self._write_trial_status(trial, Outcome(
+                C.TRIAL_PENDING, reason, clip(f"{message}; its failed result cannot be "
+                                              f"written: {exc}"), job_name=jname,
+                valid=("False", reason, message) if valid else None))
+            return 10.0
+        if job is not None:
+            self._delete_job(trial, job, message)
+        if (result.extra or {}).get("writtenBy") == C.COMPONENT:
+            outcome = Outcome(C.TRIAL_FAILED, reason, message, job_name=jname,
+                              observation=observation,
+                              valid=("False", reason, message) if valid else None)
+        else:
+            outcome = outcome_from_result(result, observation, jname)
+        self._write_trial_status(trial, outcome)
+        return None
+
+    def _delete_job(self, trial: dict, job: dict, why: str) -> None:
+        jmeta = job["metadata"]
+        try:
+            self.kube.delete(jobs_path(jmeta["namespace"], jmeta["name"]), "Background",
+                             preconditions_uid=jmeta.get("uid"))
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+        M.JOBS_STOPPED.inc()
+        self.events.record(trial, "Warning", "JobDeleted", f"deleted Job {jmeta['name']}: {why}")
+
+    def _follow_job(self, trial: dict, exp, job: dict, jname: str) -> Optional[float]:
+        """Mirror the Job and its pods into the Trial; a pod unschedulable past the deadline
+        ends it."""
+        meta = trial["metadata"]
+        obs = observe_job(job, self.pods_of(meta["namespace"], meta["name"]))
         requeue: Optional[float] = None
         if not obs.finished:
+            stuck = unschedulable_for(obs)
+            deadline = self.settings.unschedulable_deadline_seconds
+            if stuck is not None and stuck >= deadline:
+                return self._unschedulable_past_deadline(trial, exp, job, obs, stuck)
             outcome = Outcome(obs.phase, obs.reason, obs.message, job_name=jname, observation=obs)
+            if stuck is not None:
+                requeue = max(1.0, deadline - stuck)
         else:
             outcome, requeue = self._finished_outcome(trial, exp, obs, jname)
         outcome.job_created = ("True", "Created", f"Job {jname}")
         self._write_trial_status(trial, outcome)
         return requeue
+
+    def _unschedulable_past_deadline(self, trial: dict, exp, job: dict, obs: JobObservation,
+                                     stuck: float) -> Optional[float]:
+        """The scheduler could not place the pod for longer than the deadline: the Trial
+        fails with the scheduler's words and its Job goes (its pod would hold a slot)."""
+        message = clip(f"pod {obs.pod} could not be scheduled for {stuck:.0f}s (deadline "
+                       f"{self.settings.unschedulable_deadline_seconds}s): "
+                       f"{obs.unschedulable_message}")
+        return self._fail_trial(trial, exp, "UnschedulableDeadline", message, job=job,
+                                observation=obs)
 
     def _finished_outcome(self, trial: dict, exp, obs: JobObservation, jname: str):
         """The Job is done: the result record decides (written for a child that left none)."""

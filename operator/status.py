@@ -99,6 +99,7 @@ class JobObservation:
     message: str = ""
     scheduled: Optional[bool] = None      # None: unknown (no pod yet)
     unschedulable_message: str = ""
+    unschedulable_since: Optional[str] = None   # the PodScheduled=False lastTransitionTime
     start_time: Optional[str] = None
     completion_time: Optional[str] = None
     attempts: int = 0
@@ -130,6 +131,33 @@ def _pod_failure(pod: Mapping) -> str:
 
 def _pod_created(pod: Mapping) -> str:
     return (pod.get("metadata") or {}).get("creationTimestamp") or ""
+
+
+def _pod_scheduled(pod_status: Mapping) -> Optional[Mapping]:
+    for cond in pod_status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled":
+            return cond
+    return None
+
+
+def _unschedulable(obs: JobObservation, sched: Mapping, prior: str) -> JobObservation:
+    obs.scheduled = False
+    obs.reason = sched.get("reason") or "Unschedulable"
+    obs.unschedulable_message = clip(sched.get("message") or "")
+    obs.unschedulable_since = sched.get("lastTransitionTime")
+    obs.message = clip(f"pod {obs.pod} cannot be scheduled: {obs.unschedulable_message}{prior}")
+    return obs
+
+
+def unschedulable_for(obs: JobObservation, now: Optional[datetime] = None) -> Optional[float]:
+    """Seconds the observed pod has been unschedulable (None: it is not, or since when is
+    unknown)."""
+    if obs.finished or obs.scheduled is not False:
+        return None
+    since = parse_time(obs.unschedulable_since)
+    if since is None:
+        return None
+    return max(0.0, ((now or datetime.now(timezone.utc)) - since).total_seconds())
 
 
 def observe_job(job: Mapping, pods: Iterable[Mapping]) -> JobObservation:
@@ -191,16 +219,9 @@ def observe_job(job: Mapping, pods: Iterable[Mapping]) -> JobObservation:
     obs.pod = pod["metadata"]["name"]
     obs.node = (pod.get("spec") or {}).get("nodeName")
     pstatus = pod.get("status") or {}
-    sched = None
-    for cond in pstatus.get("conditions") or []:
-        if cond.get("type") == "PodScheduled":
-            sched = cond
+    sched = _pod_scheduled(pstatus)
     if sched is not None and sched.get("status") == "False":
-        obs.scheduled = False
-        obs.reason = sched.get("reason") or "Unschedulable"
-        obs.unschedulable_message = clip(sched.get("message") or "")
-        obs.message = clip(f"pod {obs.pod} cannot be scheduled: {obs.unschedulable_message}{prior}")
-        return obs
+        return _unschedulable(obs, sched, prior)
     if sched is not None or obs.node:
         obs.scheduled = True
     for cs in pstatus.get("containerStatuses") or []:

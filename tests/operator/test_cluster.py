@@ -216,6 +216,38 @@ def test_insufficient_gpu_is_pending_with_the_reason(env, operator):
     assert limits["nvidia.com/gpu"] == "3"
 
 
+def test_a_pod_unschedulable_past_the_deadline_fails_its_trial(env, operator_factory):
+    from kubenas.operator.settings import Settings
+
+    env.create_experiment(workerPools=[
+        {"name": "huge", "nodeSelector": {"kubenas.dev/pool": "pool-a"}, "gpusPerTrial": 3,
+         "maxInFlight": 1}])
+    env.create_trial("exp1-00000", pool="huge")
+    operator_factory(settings=Settings.from_env(unschedulable_deadline_seconds=3))
+    st = env.wait_phase("exp1-00000", "Failed", timeout=60)["status"]
+    assert st["reason"] == "UnschedulableDeadline"
+    assert "Insufficient nvidia.com/gpu" in st["message"] and "deadline 3s" in st["message"]
+    rec = ResultRecord.from_json(env.store().get(result_key("exp1-00000")))
+    assert rec.status == "failed" and rec.reason.startswith("UnschedulableDeadline: ")
+    assert "Insufficient nvidia.com/gpu" in rec.reason
+    env.wait(lambda: not env.jobs(), what="the unschedulable Job deleted")
+    time.sleep(1.0)
+    assert env.jobs() == [] and env.trial("exp1-00000")["status"]["phase"] == "Failed"
+
+
+def test_a_job_the_api_server_refuses_fails_its_trial(env, operator):
+    env.create_experiment(workerPools=[   # a label value the Job's validation rejects (422)
+        {"name": "bad", "nodeSelector": {"kubenas.dev/pool": "not a label value!"},
+         "maxInFlight": 1}])
+    env.create_trial("exp1-00000", pool="bad")
+    st = env.wait_phase("exp1-00000", "Failed")["status"]
+    assert st["reason"] == "JobRejected" and "422" in st["message"]
+    rec = ResultRecord.from_json(env.store().get(result_key("exp1-00000")))
+    assert rec.status == "failed" and rec.reason.startswith("JobRejected: cannot create Job")
+    time.sleep(1.0)
+    assert env.jobs() == []
+
+
 def test_bad_input_gets_a_condition_and_no_job(env, operator):
     env.create_experiment("dup", workerPools=[{"name": "a", "maxInFlight": 1},
                                               {"name": "a", "maxInFlight": 2}])
@@ -232,17 +264,21 @@ def test_bad_input_gets_a_condition_and_no_job(env, operator):
     ok = [c for c in env.experiment("exp1")["status"]["conditions"] if c["type"] == "Accepted"][0]
     assert ok["status"] == "True"
 
-    def invalid(name, reason):
+    def invalid(name, reason, phase="Pending"):
         t = env.wait(lambda: (lambda t: t if (t.get("status") or {}).get("reason") == reason
                               else None)(env.trial(name)), what=f"{name} {reason}")
         c = [c for c in t["status"]["conditions"] if c["type"] == "Valid"][0]
         assert c["status"] == "False" and c["reason"] == reason
-        assert t["status"]["phase"] == "Pending"
+        assert t["status"]["phase"] == phase
         return c["message"]
 
     assert "duplicate pool name" in invalid("dup-00000", "ExperimentInvalid")
-    msg = invalid("exp1-00000", "UnknownPool")
+    # a pool the Experiment does not have can never run: a failed result, the Trial Failed
+    msg = invalid("exp1-00000", "UnknownPool", phase="Failed")
     assert "'pool-z' is not a worker pool" in msg and "pool-a, pool-b" in msg
+    rec = ResultRecord.from_json(env.store().get(result_key("exp1-00000")))
+    assert rec.status == "failed" and rec.reason.startswith("UnknownPool: ")
+    assert "'pool-z' is not a worker pool" in rec.reason
     assert "not found" in invalid("ghost-00000", "ExperimentNotFound")
     assert env.wait(lambda: [e for e in env.events_for("exp1-00000") if e["reason"] == "UnknownPool"])
     assert [e for e in env.events_for("dup") if e["reason"] == "InvalidSpec"]

@@ -8,7 +8,8 @@ from kubenas.contracts import Architecture, ResultRecord
 from kubenas.operator import constants as C
 from kubenas.operator.status import (Outcome, apply_outcome, best_of, drop_empty,
                                      experiment_counts, get_condition, observe_job,
-                                     outcome_from_result, set_condition, transition_events)
+                                     outcome_from_result, set_condition, transition_events,
+                                     unschedulable_for)
 
 from tests.operator.objects import CNN_ARCH
 
@@ -53,6 +54,19 @@ def test_unschedulable_pod_is_pending_with_the_schedulers_words():
     assert ("Warning", "Unschedulable") in [(t, r) for t, r, _ in events]
     # the same state again: no second event
     assert not [e for e in transition_events(status, status) if e[1] == "Unschedulable"]
+
+
+def test_how_long_a_pod_has_been_unschedulable():
+    since = dict(UNSCHEDULABLE, lastTransitionTime=T0)
+    obs = observe_job(job(active=1), [pod("p1", "Pending", conditions=[since])])
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert obs.unschedulable_since == T0
+    assert unschedulable_for(obs, t0 + timedelta(seconds=901)) == 901.0
+    no_time = observe_job(job(active=1), [pod("p1", "Pending", conditions=[UNSCHEDULABLE])])
+    assert unschedulable_for(no_time, t0) is None
+    placed = observe_job(job(active=1), [pod("p1", "Pending", node="n1", conditions=[
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": T0}])])
+    assert unschedulable_for(placed, t0 + timedelta(hours=1)) is None
 
 
 def test_waiting_container_reason_is_surfaced():
