@@ -2,6 +2,7 @@
 
     ex = KubernetesExecutor("quickstart", namespace="nas")
     ex.free_slots()            # sum over pools of maxInFlight - unfinished Trials in the pool
+                               # (from a list every cache_seconds + this executor's submissions)
     ex.submit(TrialRequest(trial_id="quickstart-00000", architecture=arch))
     write_experiment_status(ex.kube, "nas", "quickstart", phase="Running", summary=loop.summary())
 
@@ -13,15 +14,16 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 import threading
 import time
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
 
 from kubenas.contracts import ContractError
 from kubenas.controller.interfaces import Executor, TrialRequest
 from kubenas.operator import constants as C
 from kubenas.operator.jobs import owner_reference, trial_labels
-from kubenas.operator.kube import Kube, KubeError, custom_path
+from kubenas.operator.kube import Kube, KubeError, TransportError, custom_path
 from kubenas.operator.naming import is_dns_label, label_value
 from kubenas.operator.settings import Settings
 from kubenas.operator.status import drop_empty, now_iso, set_condition
@@ -29,34 +31,87 @@ from kubenas.operator.validation import find_pool, parse_experiment_object
 
 log = logging.getLogger("kubenas.operator")
 
+T = TypeVar("T")
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An API error that a later try can get past: the API server unreachable, throttling
+    (429), a timeout or a server error (5xx)."""
+    if isinstance(exc, TransportError):
+        return True
+    return isinstance(exc, KubeError) and (exc.status in TRANSIENT_STATUSES or exc.status >= 500)
+
+
+class Backoff:
+    """Jittered exponential backoff: try ``i`` waits ``uniform(0.5, 1) * min(cap, base * 2**i)``.
+    ``give_up_after``: seconds of failing after which the error is raised (None: never — a
+    controller has nothing better to do than wait for its API server)."""
+
+    def __init__(self, base: float = 0.2, cap: float = 30.0,
+                 give_up_after: Optional[float] = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 rng: Optional[random.Random] = None) -> None:
+        self.base, self.cap, self.give_up_after = base, cap, give_up_after
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+
+    def delay(self, attempt: int) -> float:
+        return self.rng.uniform(0.5, 1.0) * min(self.cap, self.base * (2 ** min(attempt, 30)))
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``, retried while it raises a transient API error."""
+        attempt, waited = 0, 0.0
+        while True:
+            try:
+                return fn()
+            except (KubeError, TransportError) as exc:
+                if not is_transient(exc) or (self.give_up_after is not None
+                                             and waited >= self.give_up_after):
+                    raise
+                pause = self.delay(attempt)
+                log.warning("%s: %s; retrying in %.1fs (try %d)", what, exc, pause, attempt + 2)
+                self.sleep(pause)
+                attempt, waited = attempt + 1, waited + pause
+
 
 class KubernetesExecutor(Executor):
     """Trials of one Experiment, as Trial objects in its namespace.
 
     ``api_client``: a kubernetes ApiClient (else one from ``kubeconfig`` / $KUBECONFIG /
-    in-cluster). ``cache_seconds``: how long one list of the Experiment's Trials answers
-    ``free_slots`` / ``in_flight`` (a submit refreshes it). ``settings``: the operator-wide
+    in-cluster). ``cache_seconds``: how often ``free_slots`` / ``in_flight`` re-list the
+    Experiment's Trials; in between they count from that list plus this executor's own
+    submissions since it began (a submit never forces a list). ``backoff``: how transient
+    API errors (unreachable, 429, 5xx) are ridden out (default: jittered exponential, never
+    giving up). ``settings``: the operator-wide
     Experiment defaults (default: from the environment, as the operator passes them to
     controller pods). ``experiment`` (after construction) is the effective, validated spec
     (``kubenas.experiment.Experiment``); ``refresh_experiment()`` re-reads it."""
 
     def __init__(self, experiment: str, namespace: str = "default", *, api_client=None,
-                 kubeconfig: Optional[str] = None, cache_seconds: float = 1.0,
-                 settings: Optional[Settings] = None) -> None:
+                 kubeconfig: Optional[str] = None, cache_seconds: float = 2.0,
+                 settings: Optional[Settings] = None, backoff: Optional[Backoff] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.experiment_name = experiment
         self.namespace = namespace
         self.kube = Kube(api_client, kubeconfig=kubeconfig)
         # the operator-wide defaults (pools, storage) the operator applies too: same env
         self.settings = settings if settings is not None else Settings.from_env()
         self.cache_seconds = cache_seconds
+        self.backoff = backoff or Backoff()
+        self.clock = clock
         self._lock = threading.Lock()
-        self._snapshot: Optional[tuple[float, list]] = None
+        # (when the list began, {unfinished Trial: pool}) and {submitted since: (pool, when)}
+        self._snapshot: Optional[tuple[float, dict]] = None
+        self._submitted: dict = {}
         self.refresh_experiment()
 
     # -- the Experiment ------------------------------------------------------------------------
     def refresh_experiment(self) -> dict:
         """Re-read the Experiment (pools, trainer settings); raise ContractError if invalid."""
-        obj = self.kube.get(custom_path(C.EXPERIMENT_PLURAL, self.namespace, self.experiment_name))
+        path = custom_path(C.EXPERIMENT_PLURAL, self.namespace, self.experiment_name)
+        obj = self.backoff.call(f"reading experiment {self.namespace}/{self.experiment_name}",
+                                lambda: self.kube.get(path))
         self.experiment_obj = obj
         self.experiment = parse_experiment_object(obj, self.settings)
         return obj
@@ -66,31 +121,47 @@ class KubernetesExecutor(Executor):
         return [p.name for p in self.experiment.worker_pools]
 
     # -- Trials --------------------------------------------------------------------------------
-    def _trials(self, fresh: bool = False) -> list:
-        with self._lock:
-            snap = self._snapshot
-            if not fresh and snap is not None and time.monotonic() - snap[0] < self.cache_seconds:
-                return snap[1]
-        items, _ = self.kube.list_all(custom_path(C.TRIAL_PLURAL, self.namespace),
-                                      label_selector=f"{C.LABEL_EXPERIMENT}={label_value(self.experiment_name)}")
-        items = [t for t in items if (t.get("spec") or {}).get("experiment") == self.experiment_name]
-        with self._lock:
-            self._snapshot = (time.monotonic(), items)
-        return items
+    def _list_trials(self) -> list:
+        selector = f"{C.LABEL_EXPERIMENT}={label_value(self.experiment_name)}"
+        items, _ = self.backoff.call(
+            f"listing trials of experiment {self.namespace}/{self.experiment_name}",
+            lambda: self.kube.list_all(custom_path(C.TRIAL_PLURAL, self.namespace),
+                                       label_selector=selector))
+        return [t for t in items if (t.get("spec") or {}).get("experiment") == self.experiment_name]
 
     def trials(self) -> list:
         """All Trial objects of this Experiment (fresh list)."""
-        return self._trials(fresh=True)
+        return self._list_trials()
 
     @staticmethod
     def _unfinished(trial: Mapping) -> bool:
         return ((trial.get("status") or {}).get("phase")) not in C.TRIAL_TERMINAL
 
+    def _busy(self) -> dict:
+        """{unfinished trial: pool}: the last list (re-listed every ``cache_seconds``) plus
+        the submissions made since that list began."""
+        with self._lock:
+            snap = self._snapshot
+        if snap is None or self.clock() - snap[0] >= self.cache_seconds:
+            began = self.clock()
+            listed = self._list_trials()
+            unfinished = {t["metadata"]["name"]: (t.get("spec") or {}).get("pool")
+                          for t in listed if self._unfinished(t)}
+            seen = {t["metadata"]["name"] for t in listed}
+            with self._lock:
+                # a submission answered before the list began is in it (finished or not)
+                self._submitted = {n: v for n, v in self._submitted.items()
+                                   if v[1] >= began and n not in seen}
+                self._snapshot = snap = (began, unfinished)
+        with self._lock:
+            busy = dict(snap[1])
+            busy.update({n: v[0] for n, v in self._submitted.items()})
+        return busy
+
     def _free_by_pool(self) -> dict:
         busy = {p.name: 0 for p in self.experiment.worker_pools}
-        for t in self._trials():
-            pool = (t.get("spec") or {}).get("pool")
-            if pool in busy and self._unfinished(t):
+        for pool in self._busy().values():
+            if pool in busy:
                 busy[pool] += 1
         return {p.name: max(0, p.max_in_flight - busy[p.name]) for p in self.experiment.worker_pools}
 
@@ -135,31 +206,42 @@ class KubernetesExecutor(Executor):
         """Create the Trial (name = trial_id). Already there (409): already submitted, fine."""
         pool = self.choose_pool(request.pool)
         body = self.trial_manifest(request, pool)
-        try:
-            self.kube.create(custom_path(C.TRIAL_PLURAL, self.namespace), body)
+        path = custom_path(C.TRIAL_PLURAL, self.namespace)
+        try:   # a retry after a lost reply may find it made: 409, already submitted
+            self.backoff.call(f"creating trial {self.namespace}/{request.trial_id}",
+                              lambda: self.kube.create(path, body))
         except KubeError as exc:
             if not exc.conflict:
                 raise
             log.debug("trial %s already submitted", request.trial_id)
-        with self._lock:
-            self._snapshot = None
+        with self._lock:   # counted until a list shows it (finished or not)
+            self._submitted[request.trial_id] = (pool, self.clock())
 
     def in_flight(self) -> set[str]:
-        return {t["metadata"]["name"] for t in self._trials() if self._unfinished(t)}
+        return set(self._busy())
 
     def status_of(self, trial_id: str) -> Optional[dict]:
-        for t in self._trials(fresh=True):
-            if t["metadata"]["name"] == trial_id:
-                return t.get("status") or {}
-        return None
+        path = custom_path(C.TRIAL_PLURAL, self.namespace, trial_id)
+        try:
+            trial = self.backoff.call(f"reading trial {self.namespace}/{trial_id}",
+                                      lambda: self.kube.get(path))
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+        if (trial.get("spec") or {}).get("experiment") != self.experiment_name:
+            return None
+        return trial.get("status") or {}
 
     def stop_requested(self) -> Optional[str]:
         """Why the search should stop now (the Experiment is finished, stopped or being
         deleted), or None."""
         from kubenas.operator.reconciler import experiment_stopping
 
+        path = custom_path(C.EXPERIMENT_PLURAL, self.namespace, self.experiment_name)
         try:
-            obj = self.kube.get(custom_path(C.EXPERIMENT_PLURAL, self.namespace, self.experiment_name))
+            obj = self.backoff.call(f"reading experiment {self.namespace}/{self.experiment_name}",
+                                    lambda: self.kube.get(path))
         except KubeError as exc:
             if exc.not_found:
                 return "was deleted"
@@ -168,6 +250,7 @@ class KubernetesExecutor(Executor):
 
     def write_status(self, **fields) -> dict:
         """``write_experiment_status`` for this executor's Experiment."""
+        fields.setdefault("backoff", self.backoff)
         return write_experiment_status(self.kube, self.namespace, self.experiment_name, **fields)
 
     def close(self) -> None:
@@ -182,7 +265,8 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
                             summary: Optional[Mapping] = None,
                             conditions: Iterable[Mapping] = (),
                             counts: Optional[Mapping[str, int]] = None,
-                            force_phase: bool = False, retries: int = 8) -> dict:
+                            force_phase: bool = False, retries: int = 8,
+                            backoff: Optional[Backoff] = None) -> dict:
     """Write an Experiment's status from the controller process (read-modify-write guarded by
     resourceVersion, retried on conflict, so the operator's writes are never lost).
 
@@ -194,8 +278,10 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
     * ``conditions``: dicts with type, status, reason, message, merged by type.
     * ``counts``: trialsCreated/Succeeded/Failed/...; the operator keeps these from the Trials,
       so pass them only when running without it.
+    ``backoff``: how transient API errors and conflicts are waited out.
     Returns the updated Experiment."""
     kube = kube_or_client if isinstance(kube_or_client, Kube) else Kube(kube_or_client)
+    backoff = backoff or Backoff()
     if phase is not None and phase not in C.EXPERIMENT_PHASES:
         raise ValueError(f"phase: must be one of {list(C.EXPERIMENT_PHASES)}, got {phase!r}")
     if summary:
@@ -204,7 +290,7 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
         best_architecture = summary.get("bestArchitecture") if best_architecture is None else best_architecture
     path = custom_path(C.EXPERIMENT_PLURAL, namespace, name)
     for attempt in range(retries):
-        obj = kube.get(path)
+        obj = backoff.call(f"reading experiment {namespace}/{name}", lambda: kube.get(path))
         old = obj.get("status") or {}
         new = copy.deepcopy(old)
         if phase is not None and phase != old.get("phase"):
@@ -219,13 +305,7 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
                     new["completionTime"] = now_iso()
         if message is not None:
             new["message"] = message
-        if best_reward is not None and (old.get("bestReward") is None
-                                        or float(best_reward) > float(old["bestReward"])):
-            new["bestReward"] = float(best_reward)
-            if best_trial is not None:
-                new["bestTrial"] = best_trial
-            if best_architecture is not None:
-                new["bestArchitecture"] = copy.deepcopy(dict(best_architecture))
+        _merge_best(new, old, best_reward, best_trial, best_architecture)
         if policy_version is not None:
             new["policyVersion"] = int(policy_version)
         for key, value in (counts or {}).items():
@@ -244,10 +324,25 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
             if key not in new:
                 patch[key] = None
         body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "status": patch}
+        status_path = custom_path(C.EXPERIMENT_PLURAL, namespace, name, "status")
         try:
-            return kube.merge_patch(custom_path(C.EXPERIMENT_PLURAL, namespace, name, "status"), body)
+            return backoff.call(f"writing experiment {namespace}/{name} status",
+                                lambda: kube.merge_patch(status_path, body))
         except KubeError as exc:
             if not exc.conflict or attempt == retries - 1:
                 raise
-            time.sleep(0.05 * (attempt + 1))
+            backoff.sleep(backoff.delay(attempt))   # someone else wrote: re-read, redo
     raise RuntimeError("unreachable")
+
+
+def _merge_best(new: dict, old: Mapping, best_reward: Optional[float],
+                best_trial: Optional[str], best_architecture: Optional[Mapping]) -> None:
+    """The best only ever improves."""
+    if best_reward is None or (old.get("bestReward") is not None
+                               and float(best_reward) <= float(old["bestReward"])):
+        return
+    new["bestReward"] = float(best_reward)
+    if best_trial is not None:
+        new["bestTrial"] = best_trial
+    if best_architecture is not None:
+        new["bestArchitecture"] = copy.deepcopy(dict(best_architecture))
