@@ -257,7 +257,9 @@ class Reconciler:
             # down): never train twice; the result record, if any, still decides.
             return self._job_vanished(trial, exp, jname)
         if job is None:
-            job, created, requeue = self._create_job(trial, exp, exp_obj, pool, jname)
+            job, created, requeue, refused = self._create_job(trial, exp_obj, exp, pool, jname)
+            if refused is not None:   # its result is written outside the pool's lock
+                return self._job_create_failed(trial, exp, jname, refused)
             if job is None:
                 return requeue
         if not _owned_by(job, C.TRIAL_KIND, name, trial["metadata"]["uid"]):
@@ -270,8 +272,9 @@ class Reconciler:
             self.events.record(trial, "Normal", "JobCreated", f"Created Job {jname}")
         return self._follow_job(trial, exp, job, jname)
 
-    def _create_job(self, trial: dict, exp, exp_obj: dict, pool, jname: str):
-        """Make the Trial's Job if its pool has a slot: (job or None, created, requeue)."""
+    def _create_job(self, trial: dict, exp_obj: dict, exp, pool, jname: str):
+        """Make the Trial's Job if its pool has a slot: (job or None, created, requeue, the
+        API server's refusal or None)."""
         meta = trial["metadata"]
         ns, name = meta["namespace"], meta["name"]
         # maxInFlight is enforced here, where Jobs are made: whoever submits Trials (two
@@ -285,7 +288,7 @@ class Reconciler:
                     C.TRIAL_PENDING, "WaitingForSlot",
                     f"pool {pool.name} already runs {busy} trials of experiment {exp.name} "
                     f"(maxInFlight {pool.max_in_flight}); waiting for one to finish"))
-                return None, False, 1.0
+                return None, False, 1.0, None
             manifest = build_job(trial, exp_obj, settings=self.settings)
             try:
                 job = self.kube.create(jobs_path(ns), manifest)
@@ -294,13 +297,13 @@ class Reconciler:
                 created = True
             except KubeError as exc:
                 if not exc.conflict:
-                    return None, False, self._job_create_failed(trial, exp, jname, exc)
+                    return None, False, None, exc
                 # AlreadyExists: made before a restart, or the cache lags
                 job, created = self._job(ns, jname, live=True), False
                 if job is None:
-                    return None, False, 1.0   # deleted meanwhile; look again
+                    return None, False, 1.0, None   # deleted meanwhile; look again
             self.jobs.upsert(job)
-            return job, created, None
+            return job, created, None, None
 
     def _job_create_failed(self, trial: dict, exp, jname: str, exc: KubeError) -> Optional[float]:
         """The API server refused the Job: a refusal no retry can fix (400 Bad Request, 422
