@@ -252,6 +252,9 @@ def main(argv=None) -> int:
     ap.add_argument("--burst", type=int, default=100, help="Trials in the burst (0: skip)")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--json", help="also write the figures (and raw latencies) here")
+    ap.add_argument("--simulated-children", type=float, default=None, metavar="SECONDS",
+                    help="no child process at all: the nodes simulate each trial pod for SECONDS "
+                         "and write its result (devenv/simnode.py), on 8 large simulated nodes")
     args = ap.parse_args(argv)
     t_start = time.monotonic()
 
@@ -260,7 +263,7 @@ def main(argv=None) -> int:
 
     own = None
     cluster = None
-    if os.environ.get("KUBENAS_DEVENV_DIR"):
+    if os.environ.get("KUBENAS_DEVENV_DIR") and args.simulated_children is None:
         c = DevCluster(os.environ["KUBENAS_DEVENV_DIR"])
         if c.running() and c.node_mode == "simulated":
             cluster = c
@@ -269,17 +272,23 @@ def main(argv=None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="kubenas-orch-")
     if cluster is None:
         # simulated nodes: a pod per trial with an instant child, no image, no kubelet
-        own = cluster = DevCluster(Path(tmp.name) / "devenv", nodes="simulated")
+        pools = None
+        if args.simulated_children is not None:
+            os.environ["KUBENAS_SIM_CHILD_SECONDS"] = str(args.simulated_children)
+            pools = "pool-a:4:0:64:256Gi,pool-b:4:0:64:256Gi"
+        own = cluster = DevCluster(Path(tmp.name) / "devenv", pools=pools, nodes="simulated")
         say("starting a dev cluster")
         cluster.up(quiet=True)
     ns = cluster.create_namespace("orch")
     inst = Install(cluster, ns, Path(tmp.name) / "work")
     try:
         inst.install()
-        inst.start_operator({"KUBENAS_CHILD_COMMAND": json.dumps(INSTANT_CHILD)})
+        simulated = args.simulated_children is not None
+        inst.start_operator({} if simulated else {"KUBENAS_CHILD_COMMAND": json.dumps(INSTANT_CHILD)})
         op_pid = inst.operator_proc.pid
         say(f"namespace {ns}; operator pid {op_pid}; {args.trials} trials, maxInFlight "
-            f"pool-a {args.pool_a} + pool-b {args.pool_b}, instant child")
+            f"pool-a {args.pool_a} + pool-b {args.pool_b}, "
+            + (f"simulated children ({args.simulated_children:g} s)" if simulated else "instant child"))
         out = run_search(inst, args, say)
         if args.burst:
             out.update(run_burst(inst, args, say))
