@@ -39,8 +39,10 @@ class Informer:
     def __init__(self, kube: Kube, path: str, name: str,
                  on_change: Callable[[str, dict], None],
                  label_selector: Optional[str] = None,
-                 watch_timeout: int = 300, stop: Optional[threading.Event] = None) -> None:
+                 watch_timeout: int = 300, stop: Optional[threading.Event] = None,
+                 trim: Callable[[dict], dict] = lambda obj: obj) -> None:
         self.kube = kube
+        self.trim = trim                  # operator/trim.py: what the cache keeps of an object
         self.path = path
         self.name = name
         self.on_change = on_change
@@ -66,7 +68,7 @@ class Informer:
 
     def upsert(self, obj: dict) -> None:
         """Write-through after our own write: keep the newer of cached and ``obj``."""
-        key = obj_key(obj)
+        key, obj = obj_key(obj), self.trim(obj)
         with self._lock:
             old = self._cache.get(key)
             if old is not None and _rv(old) is not None and _rv(obj) is not None and _rv(obj) < _rv(old):
@@ -102,7 +104,8 @@ class Informer:
 
     def _list(self) -> str:
         items, rv = self.kube.list_all(self.path, label_selector=self.label_selector)
-        fresh = {obj_key(o): o for o in items}
+        fresh = {obj_key(o): self.trim(o) for o in items}
+        del items
         with self._lock:
             old = self._cache
             self._cache = dict(fresh)
@@ -121,7 +124,7 @@ class Informer:
             log.exception("informer %s: handler failed", self.name)
 
     def _apply(self, event: dict) -> None:
-        kind, obj = event.get("type"), event.get("object") or {}
+        kind, obj = event.get("type"), self.trim(event.get("object") or {})
         if kind in ("ADDED", "MODIFIED"):
             key = obj_key(obj)
             with self._lock:

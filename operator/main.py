@@ -32,6 +32,7 @@ from kubenas.operator.kube import (Kube, KubeError, TransportError, core_path, c
 from kubenas.operator.reconciler import Conflict, Reconciler, experiment_stopping
 from kubenas.operator.results import ResultStoreError, StoreFactory, StoreProvider
 from kubenas.operator.settings import Settings
+from kubenas.operator.trim import trim_job, trim_metadata, trim_pod
 
 log = logging.getLogger("kubenas.operator")
 
@@ -86,16 +87,17 @@ class Operator:
         self.metrics_server: Optional[M.MetricsServer] = None
         self._collector = None
 
-        def group(name, path_of, handler, selector=None):
+        def group(name, path_of, handler, selector=None, trim=trim_metadata):
             return InformerGroup(name, self.namespaces, lambda ns: Informer(
                 self.kube, path_of(ns), f"{name}@{ns or '*'}", handler, label_selector=selector,
-                watch_timeout=watch_timeout, stop=self.stop_event))
+                watch_timeout=watch_timeout, stop=self.stop_event, trim=trim))
 
         self.trials = group("trials", lambda ns: custom_path(C.TRIAL_PLURAL, ns), self._on_trial)
         self.experiments = group("experiments", lambda ns: custom_path(C.EXPERIMENT_PLURAL, ns),
                                  self._on_experiment)
-        self.jobs = group("jobs", jobs_path, self._on_job, MANAGED_SELECTOR)
-        self.pods = group("pods", lambda ns: core_path("pods", ns), self._on_pod, MANAGED_SELECTOR)
+        self.jobs = group("jobs", jobs_path, self._on_job, MANAGED_SELECTOR, trim_job)
+        self.pods = group("pods", lambda ns: core_path("pods", ns), self._on_pod, MANAGED_SELECTOR,
+                          trim_pod)
         self.deployments = group("deployments", deployments_path, self._on_deployment,
                                  f"{MANAGED_SELECTOR},{C.LABEL_COMPONENT}=controller")
         self.informers = [self.experiments, self.trials, self.jobs, self.pods]

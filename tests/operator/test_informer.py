@@ -108,3 +108,33 @@ def test_workqueue_delays_and_rate_limits():
     assert q.add_rate_limited("bad") == 0.05
     q.shutdown()
     assert q.get(0.1) is None
+
+
+def test_cache_keeps_only_what_the_reconcile_reads():
+    from kubenas.operator.trim import trim_job, trim_pod
+
+    def job(name, rv):
+        o = obj(name, rv)
+        o["metadata"]["managedFields"] = [{"manager": "kube-controller-manager"}]
+        o["metadata"]["annotations"] = {"kubenas.dev/trial-name": name}
+        o["spec"] = {"backoffLimit": 2, "activeDeadlineSeconds": 60,
+                     "template": {"spec": {"containers": [{"args": ["--architecture-json", "{}"]}]}}}
+        o["status"] = {"active": 1}
+        return o
+
+    kube = ScriptedKube(lists=[([job("a", 5)], "10")],
+                        watches=[[{"type": "ADDED", "object": job("b", 11)}]])
+    inf, seen = run_informer(kube, trim=trim_job)
+    inf.upsert(job("c", 12))
+    for name in "abc":
+        cached = inf.get("ns", name)
+        assert cached["spec"] == {"backoffLimit": 2, "activeDeadlineSeconds": 60}, name
+        assert "managedFields" not in cached["metadata"], name
+        assert cached["metadata"]["annotations"] == {"kubenas.dev/trial-name": name}
+        assert cached["status"] == {"active": 1}
+    assert seen == [("ADDED", "a"), ("ADDED", "b")]
+
+    pod = {"metadata": {"name": "p", "managedFields": [{}]}, "status": {"phase": "Running"},
+           "spec": {"nodeName": "n1", "containers": [{"env": [{"name": "X"}]}]}}
+    assert trim_pod(pod) == {"metadata": {"name": "p"}, "spec": {"nodeName": "n1"},
+                             "status": {"phase": "Running"}}
