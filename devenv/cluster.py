@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -600,11 +601,11 @@ class DevCluster:
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
                           "name": "kube-apiserver-kubelet-client"}]})
 
-    def _advertise_gpus(self, timeout: float) -> None:
+    def _advertise_gpus(self, timeout: float, nodes=None) -> None:
         """No device plugin here: GPUs go into the node's status capacity (the kubelet copies
-        capacity into allocatable and keeps it across restarts)."""
+        capacity into allocatable and keeps it while it runs; ``kubelet_up`` re-advertises)."""
         api = self.api()
-        for node in self.nodes.values():
+        for node in nodes or self.nodes.values():
             path = f"/api/v1/nodes/{node.name}"
             wait_until(lambda: self._exists(api, path), node.daemons["kubelet"],
                        f"registering node {node.name}", timeout)
@@ -653,12 +654,32 @@ class DevCluster:
         """Stop one real node's kubelet (its containers keep running), for fault tests."""
         self.nodes[node].stop_kubelet()
 
-    def kubelet_up(self, node: str) -> None:
+    def kubelet_up(self, node: str, timeout: float = 90) -> None:
+        """Start a stopped kubelet again and, once it has re-registered, advertise the node's
+        GPUs again (see ``_readvertise_gpus``)."""
         n = self.nodes[node]
         kc = self.state_dir / "kubeconfigs" / f"node-{node}.kubeconfig"
+        since = datetime.now(timezone.utc).replace(microsecond=0)
         self.daemons[f"kubelet-{node}"] = n.start_kubelet(kube_binary("kubelet"), kc,
                                                           self.state_dir / "pki")
         self._save()
+        self._readvertise_gpus(n, since, timeout)
+
+    def _readvertise_gpus(self, node, since: datetime, timeout: float) -> None:
+        """A kubelet that re-registers without a device-plugin checkpoint zeroes every
+        extended resource (devicemanager's ShouldResetExtendedResourceCapacity), and on a
+        real node the device plugin then advertises its GPUs again: so do we, after the
+        kubelet's first status update (registration comes first in the same sync)."""
+        api, path = self.api(), f"/api/v1/nodes/{node.name}"
+
+        def heartbeat_since() -> bool:
+            conds = api.get(path)["status"].get("conditions") or []
+            beats = [c.get("lastHeartbeatTime") for c in conds if c["type"] == "Ready"]
+            return bool(beats and beats[0] and
+                        datetime.strptime(beats[0], "%Y-%m-%dT%H:%M:%SZ").replace(
+                            tzinfo=timezone.utc) >= since)
+        wait_until(heartbeat_since, node.daemons["kubelet"], f"{node.name} re-registering", timeout)
+        self._advertise_gpus(timeout, [node])
 
     @property
     def bin_dir(self) -> Path:
