@@ -2,7 +2,7 @@
 
     ex = KubernetesExecutor("quickstart", namespace="nas")
     ex.free_slots()            # sum over pools of maxInFlight - unfinished Trials in the pool
-                               # (from a list every cache_seconds + this executor's submissions)
+                               # (a watch of the Experiment's Trials + this executor's submissions)
     ex.submit(TrialRequest(trial_id="quickstart-00000", architecture=arch))
     write_experiment_status(ex.kube, "nas", "quickstart", phase="Running", summary=loop.summary())
 
@@ -23,6 +23,7 @@ from kubenas.contracts import ContractError
 from kubenas.controller.interfaces import Executor, TrialRequest
 from kubenas.operator import constants as C
 from kubenas.operator.jobs import owner_reference, trial_labels
+from kubenas.operator.informer import Informer
 from kubenas.operator.kube import Kube, KubeError, TransportError, custom_path
 from kubenas.operator.naming import is_dns_label, label_value
 from kubenas.operator.settings import Settings
@@ -79,9 +80,10 @@ class KubernetesExecutor(Executor):
     """Trials of one Experiment, as Trial objects in its namespace.
 
     ``api_client``: a kubernetes ApiClient (else one from ``kubeconfig`` / $KUBECONFIG /
-    in-cluster). ``cache_seconds``: how often ``free_slots`` / ``in_flight`` re-list the
-    Experiment's Trials; in between they count from that list plus this executor's own
-    submissions since it began (a submit never forces a list). ``backoff``: how transient
+    in-cluster). ``free_slots`` / ``in_flight`` count from a list+watch of the Experiment's
+    Trials (``TrialSlots``: one list at the start, then only events, so a count costs what
+    is in flight, never a listing of every Trial) plus this executor's own submissions not
+    yet seen by the watch. ``backoff``: how transient
     API errors (unreachable, 429, 5xx) are ridden out (default: jittered exponential, never
     giving up). ``settings``: the operator-wide
     Experiment defaults (default: from the environment, as the operator passes them to
@@ -89,22 +91,18 @@ class KubernetesExecutor(Executor):
     (``kubenas.experiment.Experiment``); ``refresh_experiment()`` re-reads it."""
 
     def __init__(self, experiment: str, namespace: str = "default", *, api_client=None,
-                 kubeconfig: Optional[str] = None, cache_seconds: float = 2.0,
-                 settings: Optional[Settings] = None, backoff: Optional[Backoff] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 kubeconfig: Optional[str] = None,
+                 settings: Optional[Settings] = None, backoff: Optional[Backoff] = None) -> None:
         self.experiment_name = experiment
         self.namespace = namespace
         self.kube = Kube(api_client, kubeconfig=kubeconfig)
         # the operator-wide defaults (pools, storage) the operator applies too: same env
         self.settings = settings if settings is not None else Settings.from_env()
-        self.cache_seconds = cache_seconds
         self.backoff = backoff or Backoff()
-        self.clock = clock
         self._lock = threading.Lock()
-        # (when the list began, {unfinished Trial: pool}) and {submitted since: (pool, when)}
-        self._snapshot: Optional[tuple[float, dict]] = None
-        self._submitted: dict = {}
+        self._submitted: dict = {}     # {trial: pool} submitted, not yet seen by the watch
         self.refresh_experiment()
+        self.slots = TrialSlots(self.kube, namespace, experiment)
 
     # -- the Experiment ------------------------------------------------------------------------
     def refresh_experiment(self) -> dict:
@@ -133,29 +131,14 @@ class KubernetesExecutor(Executor):
         """All Trial objects of this Experiment (fresh list)."""
         return self._list_trials()
 
-    @staticmethod
-    def _unfinished(trial: Mapping) -> bool:
-        return ((trial.get("status") or {}).get("phase")) not in C.TRIAL_TERMINAL
-
     def _busy(self) -> dict:
-        """{unfinished trial: pool}: the last list (re-listed every ``cache_seconds``) plus
-        the submissions made since that list began."""
+        """{unfinished trial: pool}: what the watch has seen plus our submissions it has not."""
+        self.slots.wait_synced()
         with self._lock:
-            snap = self._snapshot
-        if snap is None or self.clock() - snap[0] >= self.cache_seconds:
-            began = self.clock()
-            listed = self._list_trials()
-            unfinished = {t["metadata"]["name"]: (t.get("spec") or {}).get("pool")
-                          for t in listed if self._unfinished(t)}
-            seen = {t["metadata"]["name"] for t in listed}
-            with self._lock:
-                # a submission answered before the list began is in it (finished or not)
-                self._submitted = {n: v for n, v in self._submitted.items()
-                                   if v[1] >= began and n not in seen}
-                self._snapshot = snap = (began, unfinished)
-        with self._lock:
-            busy = dict(snap[1])
-            busy.update({n: v[0] for n, v in self._submitted.items()})
+            for name in [n for n in self._submitted if self.slots.seen(n)]:
+                del self._submitted[name]   # the watch has it now, finished or not
+            busy = dict(self._submitted)
+        busy.update(self.slots.unfinished(self.pools))
         return busy
 
     def _free_by_pool(self) -> dict:
@@ -214,8 +197,8 @@ class KubernetesExecutor(Executor):
             if not exc.conflict:
                 raise
             log.debug("trial %s already submitted", request.trial_id)
-        with self._lock:   # counted until a list shows it (finished or not)
-            self._submitted[request.trial_id] = (pool, self.clock())
+        with self._lock:   # counted until the watch shows it (finished or not)
+            self._submitted[request.trial_id] = pool
 
     def in_flight(self) -> set[str]:
         return set(self._busy())
@@ -254,7 +237,57 @@ class KubernetesExecutor(Executor):
         return write_experiment_status(self.kube, self.namespace, self.experiment_name, **fields)
 
     def close(self) -> None:
-        """Nothing to stop: Trials outlive this process (a restarted controller finds them)."""
+        """Stop the watch. Trials outlive this process (a restarted controller finds them)."""
+        self.slots.stop()
+
+
+class TrialSlots:
+    """One Experiment's unfinished Trials by pool, from a list+watch of its Trials (an
+    ``Informer`` that keeps a few fields of each: name, pool, phase). The watch starts on
+    first use; a count waits for its first list (retried while the API server is away)."""
+
+    UNFINISHED = "unfinished-pool"
+
+    def __init__(self, kube: Kube, namespace: str, experiment: str) -> None:
+        self.namespace, self.experiment = namespace, experiment
+        self.informer = Informer(
+            kube, custom_path(C.TRIAL_PLURAL, namespace), f"trial-slots@{namespace}/{experiment}",
+            lambda kind, obj: None, label_selector=f"{C.LABEL_EXPERIMENT}={label_value(experiment)}",
+            trim=self._view, indexers={self.UNFINISHED: self._unfinished_pool})
+        self._started = False
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _view(trial: dict) -> dict:
+        meta, spec = trial.get("metadata") or {}, trial.get("spec") or {}
+        return {"metadata": {k: meta.get(k) for k in ("name", "namespace", "resourceVersion")},
+                "spec": {k: spec.get(k) for k in ("experiment", "pool")},
+                "status": {"phase": (trial.get("status") or {}).get("phase")}}
+
+    def _unfinished_pool(self, trial: dict) -> Optional[str]:
+        if trial["spec"]["experiment"] != self.experiment:   # a label collision: not ours
+            return None
+        return None if trial["status"]["phase"] in C.TRIAL_TERMINAL else trial["spec"]["pool"]
+
+    def wait_synced(self) -> None:
+        with self._lock:
+            if not self._started:
+                self.informer.start()
+                self._started = True
+        while not self.informer.synced.wait(10.0):
+            log.warning("experiment %s/%s: still waiting for the first list of its Trials",
+                        self.namespace, self.experiment)
+
+    def seen(self, name: str) -> bool:
+        return self.informer.get(self.namespace, name) is not None
+
+    def unfinished(self, pools: Iterable[str]) -> dict:
+        """{unfinished Trial: pool} for ``pools``."""
+        return {t["metadata"]["name"]: pool for pool in pools
+                for t in self.informer.by_index(self.UNFINISHED, pool)}
+
+    def stop(self) -> None:
+        self.informer.stop()
 
 
 def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,

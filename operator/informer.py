@@ -4,6 +4,9 @@ An ``Informer`` lists a collection, then watches it from the list's resourceVers
 ``410 Gone`` (the version fell out of the watch window) it lists again; on a dropped
 connection it resumes the watch from the last version it saw (bookmarks included). Its
 cache is what reconciles read; every change calls ``on_change(event_type, obj)``.
+``indexers`` group the cache by a key function (client-go's Indexer), so "the unfinished
+Jobs of this pool" or "the Trials of this experiment" cost what they return, not the
+cache's size.
 
 ``WorkQueue`` holds keys: a key added many times is processed once; a key added while it is
 being processed is processed again afterwards; keys can be delayed and rate-limited.
@@ -16,7 +19,8 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Hashable, Optional
+from collections import deque
+from typing import Callable, Hashable, Mapping, Optional
 
 from kubenas.operator.kube import Kube, KubeError, TransportError
 
@@ -40,9 +44,13 @@ class Informer:
                  on_change: Callable[[str, dict], None],
                  label_selector: Optional[str] = None,
                  watch_timeout: int = 300, stop: Optional[threading.Event] = None,
-                 trim: Callable[[dict], dict] = lambda obj: obj) -> None:
+                 trim: Callable[[dict], dict] = lambda obj: obj,
+                 indexers: Optional[Mapping[str, Callable[[dict], Optional[Hashable]]]] = None) -> None:
         self.kube = kube
         self.trim = trim                  # operator/trim.py: what the cache keeps of an object
+        self._indexers = dict(indexers or {})   # name -> fn(obj): index value, None: not indexed
+        self._index: dict = {n: {} for n in self._indexers}     # name -> {value: {keys}}
+        self._value_of: dict = {n: {} for n in self._indexers}  # name -> {key: value}
         self.path = path
         self.name = name
         self.on_change = on_change
@@ -66,6 +74,41 @@ class Informer:
         with self._lock:
             return list(self._cache.values())
 
+    def by_index(self, index: str, value: Hashable) -> list:
+        """The cached objects whose ``indexers[index]`` is ``value``."""
+        with self._lock:
+            return [self._cache[k] for k in self._index[index].get(value, ())]
+
+    def count(self, index: str, value: Hashable) -> int:
+        with self._lock:
+            return len(self._index[index].get(value, ()))
+
+    def _put(self, key: tuple, obj: dict) -> None:
+        """Cache ``obj`` and re-index it (the caller holds the lock)."""
+        self._cache[key] = obj
+        for name, fn in self._indexers.items():
+            value = fn(obj)
+            if key in self._value_of[name] and self._value_of[name][key] == value:
+                continue
+            self._unindex(name, key)
+            if value is not None:
+                self._index[name].setdefault(value, set()).add(key)
+                self._value_of[name][key] = value
+
+    def _unindex(self, name: str, key: tuple) -> None:
+        if key not in self._value_of[name]:
+            return
+        old = self._value_of[name].pop(key)
+        keys = self._index[name][old]
+        keys.discard(key)
+        if not keys:
+            del self._index[name][old]
+
+    def _drop(self, key: tuple) -> None:
+        self._cache.pop(key, None)
+        for name in self._indexers:
+            self._unindex(name, key)
+
     def upsert(self, obj: dict) -> None:
         """Write-through after our own write: keep the newer of cached and ``obj``."""
         key, obj = obj_key(obj), self.trim(obj)
@@ -73,11 +116,11 @@ class Informer:
             old = self._cache.get(key)
             if old is not None and _rv(old) is not None and _rv(obj) is not None and _rv(obj) < _rv(old):
                 return
-            self._cache[key] = obj
+            self._put(key, obj)
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._cache.pop((namespace or "", name), None)
+            self._drop((namespace or "", name))
 
     # -- list + watch ------------------------------------------------------------------------
     def start(self) -> "Informer":
@@ -108,7 +151,11 @@ class Informer:
         del items
         with self._lock:
             old = self._cache
-            self._cache = dict(fresh)
+            self._cache = {}
+            self._index = {n: {} for n in self._indexers}
+            self._value_of = {n: {} for n in self._indexers}
+            for key, obj in fresh.items():
+                self._put(key, obj)
         for key, obj in old.items():
             if key not in fresh:
                 self._notify("DELETED", obj)
@@ -132,11 +179,11 @@ class Informer:
                 if old is not None and _rv(old) is not None and _rv(obj) is not None \
                         and _rv(obj) < _rv(old):
                     return   # our own write-through is already newer
-                self._cache[key] = obj
+                self._put(key, obj)
             self._notify(kind, obj)
         elif kind == "DELETED":
             with self._lock:
-                self._cache.pop(obj_key(obj), None)
+                self._drop(obj_key(obj))
             self._notify(kind, obj)
 
     def _set_resp(self, resp) -> None:
@@ -210,7 +257,7 @@ class WorkQueue:
 
     def __init__(self, base_delay: float = 0.5, max_delay: float = 60.0) -> None:
         self._cond = threading.Condition()
-        self._queue: list = []            # FIFO of ready keys
+        self._queue: deque = deque()      # FIFO of ready keys
         self._dirty: set = set()          # keys in _queue or to re-add after processing
         self._processing: set = set()
         self._delayed: list = []          # heap of (ready_at, seq, key)
@@ -269,7 +316,7 @@ class WorkQueue:
                     return None
                 wait = self._promote()
                 if self._queue:
-                    key = self._queue.pop(0)
+                    key = self._queue.popleft()
                     self._processing.add(key)
                     self._dirty.discard(key)
                     return key
@@ -317,6 +364,12 @@ class InformerGroup:
 
     def items(self) -> list:
         return [o for inf in self.members for o in inf.items()]
+
+    def by_index(self, index: str, value: Hashable) -> list:
+        return [o for inf in self.members for o in inf.by_index(index, value)]
+
+    def count(self, index: str, value: Hashable) -> int:
+        return sum(inf.count(index, value) for inf in self.members)
 
     def upsert(self, obj: dict) -> None:
         inf = self._for(obj_key(obj)[0])

@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 
 from kubenas.operator import constants as C
 from kubenas.operator import metrics as M
+from kubenas.operator import indexes as X
 from kubenas.operator.events import EventRecorder
 from kubenas.operator.informer import Informer, InformerGroup, WorkQueue
 from kubenas.operator.kube import (Kube, KubeError, TransportError, core_path, custom_path,
@@ -32,7 +33,7 @@ from kubenas.operator.kube import (Kube, KubeError, TransportError, core_path, c
 from kubenas.operator.reconciler import Conflict, Reconciler, experiment_stopping
 from kubenas.operator.results import ResultStoreError, StoreFactory, StoreProvider
 from kubenas.operator.settings import Settings
-from kubenas.operator.trim import trim_job, trim_metadata, trim_pod
+from kubenas.operator.trim import trim_job, trim_pod, trim_trial
 
 log = logging.getLogger("kubenas.operator")
 
@@ -80,24 +81,24 @@ class Operator:
         self.queue = WorkQueue()
         self.stop_event = threading.Event()
         self._threads: list = []
-        self._index_lock = threading.Lock()
-        self._trials_by_exp: dict = {}     # (ns, experiment) -> {trial names}
-        self._pods_by_trial: dict = {}     # (ns, trial) -> {pod names}
         self._exp_seen: dict = {}          # (ns, name) -> what makes its trials worth a look
+        self.best = X.BestTrials()
         self.metrics_server: Optional[M.MetricsServer] = None
         self._collector = None
 
-        def group(name, path_of, handler, selector=None, trim=trim_metadata):
+        def group(name, path_of, handler, selector=None, trim=trim_metadata, indexers=None):
             return InformerGroup(name, self.namespaces, lambda ns: Informer(
                 self.kube, path_of(ns), f"{name}@{ns or '*'}", handler, label_selector=selector,
-                watch_timeout=watch_timeout, stop=self.stop_event, trim=trim))
+                watch_timeout=watch_timeout, stop=self.stop_event, trim=trim, indexers=indexers))
 
-        self.trials = group("trials", lambda ns: custom_path(C.TRIAL_PLURAL, ns), self._on_trial)
+        self.trials = group("trials", lambda ns: custom_path(C.TRIAL_PLURAL, ns), self._on_trial,
+                            trim=trim_trial, indexers=X.TRIAL_INDEXERS)
         self.experiments = group("experiments", lambda ns: custom_path(C.EXPERIMENT_PLURAL, ns),
                                  self._on_experiment)
-        self.jobs = group("jobs", jobs_path, self._on_job, MANAGED_SELECTOR, trim_job)
+        self.jobs = group("jobs", jobs_path, self._on_job, MANAGED_SELECTOR, trim_job,
+                          X.JOB_INDEXERS)
         self.pods = group("pods", lambda ns: core_path("pods", ns), self._on_pod, MANAGED_SELECTOR,
-                          trim_pod)
+                          trim_pod, X.POD_INDEXERS)
         self.deployments = group("deployments", deployments_path, self._on_deployment,
                                  f"{MANAGED_SELECTOR},{C.LABEL_COMPONENT}=controller")
         self.informers = [self.experiments, self.trials, self.jobs, self.pods]
@@ -105,36 +106,25 @@ class Operator:
             self.informers.append(self.deployments)
         self.reconciler = Reconciler(
             self.kube, trials=self.trials, experiments=self.experiments, jobs=self.jobs,
-            pods_of=self.pods_of, trials_of=self.trials_of, events=EventRecorder(self.kube),
+            pods_of=self.pods_of, best=self.best, events=EventRecorder(self.kube),
             stores=StoreProvider(self.kube, store_factory), settings=self.settings,
             deployments=self.deployments if self.settings.manage_controllers else None,
             result_grace_seconds=result_grace_seconds)
 
     # -- indexes -----------------------------------------------------------------------------
     def pods_of(self, ns: str, trial: str) -> list:
-        with self._index_lock:
-            names = list(self._pods_by_trial.get((ns, trial), ()))
-        return [p for p in (self.pods.get(ns, n) for n in names) if p is not None]
+        return self.pods.by_index(X.BY_TRIAL, (ns, trial))
 
     def trials_of(self, ns: str, experiment: str) -> list:
-        with self._index_lock:
-            names = list(self._trials_by_exp.get((ns, experiment), ()))
-        return [t for t in (self.trials.get(ns, n) for n in names) if t is not None]
+        return self.trials.by_index(X.BY_EXPERIMENT, (ns, experiment))
 
     # -- event handlers ----------------------------------------------------------------------
     def _on_trial(self, kind: str, obj: dict) -> None:
         meta = obj.get("metadata") or {}
         ns, name = meta.get("namespace") or "", meta.get("name")
         exp = (obj.get("spec") or {}).get("experiment")
-        with self._index_lock:
-            for key, names in list(self._trials_by_exp.items()):
-                if name in names and key != (ns, exp) and key[0] == ns:
-                    names.discard(name)
-            if kind == "DELETED":
-                self._trials_by_exp.get((ns, exp), set()).discard(name)
-            elif exp:
-                self._trials_by_exp.setdefault((ns, exp), set()).add(name)
         if kind != "DELETED":
+            self.best.observe(obj)
             self.queue.add(("trial", ns, name))
         if exp:
             self.queue.add(("experiment", ns, exp))
@@ -144,6 +134,7 @@ class Operator:
         ns, name = meta.get("namespace") or "", meta.get("name")
         if kind == "DELETED":
             self._exp_seen.pop((ns, name), None)
+            self.best.forget(ns, name)
         else:
             self.queue.add(("experiment", ns, name))
         # Trials need a look only when what they depend on changed (not on every count update).
@@ -170,14 +161,8 @@ class Operator:
         meta = obj.get("metadata") or {}
         ns, name = meta.get("namespace") or "", meta.get("name")
         trial = (meta.get("annotations") or {}).get(C.ANNOTATION_TRIAL)
-        if not trial:
-            return
-        with self._index_lock:
-            if kind == "DELETED":
-                self._pods_by_trial.get((ns, trial), set()).discard(name)
-            else:
-                self._pods_by_trial.setdefault((ns, trial), set()).add(name)
-        self.queue.add(("trial", ns, trial))
+        if trial:
+            self.queue.add(("trial", ns, trial))
 
     # -- workers -----------------------------------------------------------------------------
     def _process(self, key: tuple) -> None:
@@ -220,7 +205,8 @@ class Operator:
             for exp in self.experiments.items():
                 m = exp["metadata"]
                 self.queue.add(("experiment", m.get("namespace") or "", m["name"]))
-            for trial in self.trials.items():
+            # finished Trials need nothing more: a resync costs what is in flight
+            for trial in self.trials.by_index(X.UNFINISHED, True):
                 m = trial["metadata"]
                 self.queue.add(("trial", m.get("namespace") or "", m["name"]))
 

@@ -25,8 +25,9 @@ from kubenas.operator.kube import Kube, KubeError, custom_path, deployments_path
 from kubenas.operator.naming import job_name, label_value
 from kubenas.operator.results import (ResultStoreError, StoreProvider, read_result,
                                       write_failed_result)
-from kubenas.operator.status import (COND_ACCEPTED, COND_CONTROLLER, COND_VALID, JobObservation, Outcome, apply_outcome,
-                                     best_of, clip, drop_empty, experiment_counts, get_condition,
+from kubenas.operator.indexes import IN_FLIGHT, BestTrials, phase_counts
+from kubenas.operator.status import (COND_ACCEPTED, COND_CONTROLLER, COND_VALID, JobObservation,
+                                     Outcome, apply_outcome, clip, drop_empty, get_condition,
                                      is_terminal, now_iso, observe_job, outcome_from_result,
                                      parse_time, set_condition, transition_events,
                                      unschedulable_for)
@@ -69,7 +70,7 @@ def _owned_by(obj: dict, kind: str, name: Optional[str] = None, uid: Optional[st
 
 class Reconciler:
     def __init__(self, kube: Kube, *, trials: Informer, experiments: Informer, jobs: Informer,
-                 pods_of: Callable[[str, str], list], trials_of: Callable[[str, str], list],
+                 pods_of: Callable[[str, str], list], best: BestTrials,
                  events: EventRecorder, stores: StoreProvider, settings: Settings,
                  deployments: Optional[Informer] = None,
                  result_grace_seconds: float = 60.0) -> None:
@@ -78,7 +79,7 @@ class Reconciler:
         self.experiments = experiments
         self.jobs = jobs
         self.pods_of = pods_of
-        self.trials_of = trials_of
+        self.best = best
         self.events = events
         self.stores = stores
         self.settings = settings
@@ -93,17 +94,21 @@ class Reconciler:
             return self._pool_locks.setdefault((ns, experiment, pool), threading.Lock())
 
     def _jobs_in_flight(self, ns: str, experiment: str, pool: str) -> int:
-        """The experiment's unfinished Jobs in ``pool`` (from the Jobs cache)."""
-        exp_label, pool_label = label_value(experiment), label_value(pool)
-        n = 0
-        for job in self.jobs.items():
-            meta = job.get("metadata") or {}
-            labels = meta.get("labels") or {}
-            if (meta.get("namespace") == ns and labels.get(C.LABEL_EXPERIMENT) == exp_label
-                    and labels.get(C.LABEL_POOL) == pool_label
-                    and not observe_job(job, []).finished):
-                n += 1
-        return n
+        """The experiment's unfinished Jobs in ``pool`` (the Jobs cache's index)."""
+        return self.jobs.count(IN_FLIGHT, (ns, label_value(experiment), label_value(pool)))
+
+    def _trial_architecture(self, ns: str, name: str) -> Optional[dict]:
+        """A Trial's architecture: the cache drops it once the Trial is finished."""
+        trial = self.trials.get(ns, name)
+        arch = ((trial or {}).get("spec") or {}).get("architecture")
+        if arch is not None:
+            return arch
+        try:
+            return (self.kube.get(custom_path(C.TRIAL_PLURAL, ns, name)).get("spec") or {}).get("architecture")
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
 
     def _experiment(self, ns: str, name: str) -> Optional[dict]:
         obj = self.experiments.get(ns, name)
@@ -474,14 +479,14 @@ class Reconciler:
         if exp_obj is None or (exp_obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
         old = exp_obj.get("status") or {}
-        trials = self.trials_of(ns, name)
         new = dict(old)
-        new.update(experiment_counts(trials))
-        best = best_of(trials)
+        new.update(phase_counts(self.trials, ns, name))
+        best = self.best.get(ns, name)
         if best is not None and (old.get("bestReward") is None or best[0] > float(old["bestReward"])):
-            new["bestReward"], new["bestTrial"] = best[0], best[1]
-            if best[2] is not None:
-                new["bestArchitecture"] = best[2]
+            new["bestReward"], new["bestTrial"] = best
+            arch = self._trial_architecture(ns, best[1])
+            if arch is not None:
+                new["bestArchitecture"] = arch
         conds = list(old.get("conditions") or [])
         accepted = True
         try:

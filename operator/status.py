@@ -337,27 +337,14 @@ def is_terminal(trial: Mapping) -> bool:
 
 # -- an Experiment's counts -------------------------------------------------------------------
 
-def experiment_counts(trials: Iterable[Mapping]) -> dict:
-    counts = {"trialsCreated": 0, "trialsPending": 0, "trialsRunning": 0,
-              "trialsSucceeded": 0, "trialsFailed": 0}
-    for t in trials:
-        counts["trialsCreated"] += 1
-        phase = (t.get("status") or {}).get("phase") or C.TRIAL_PENDING
-        key = {C.TRIAL_PENDING: "trialsPending", C.TRIAL_RUNNING: "trialsRunning",
-               C.TRIAL_SUCCEEDED: "trialsSucceeded", C.TRIAL_FAILED: "trialsFailed"}.get(phase)
-        if key:
-            counts[key] += 1
+COUNT_OF_PHASE = {C.TRIAL_PENDING: "trialsPending", C.TRIAL_RUNNING: "trialsRunning",
+                  C.TRIAL_SUCCEEDED: "trialsSucceeded", C.TRIAL_FAILED: "trialsFailed"}
+
+
+def experiment_counts_from(created: int, by_phase: Mapping[str, int]) -> dict:
+    """The Experiment's status counts from how many Trials it has and how many per phase."""
+    counts = {"trialsCreated": int(created)}
+    for phase, key in COUNT_OF_PHASE.items():
+        counts[key] = int(by_phase.get(phase, 0))
     counts["trialsCompleted"] = counts["trialsSucceeded"] + counts["trialsFailed"]
     return counts
-
-
-def best_of(trials: Iterable[Mapping]) -> Optional[tuple]:
-    """(reward, trial name, architecture) of the best Succeeded Trial, or None."""
-    best = None
-    for t in trials:
-        st = t.get("status") or {}
-        if st.get("phase") == C.TRIAL_SUCCEEDED and st.get("reward") is not None:
-            r = float(st["reward"])
-            if best is None or r > best[0]:
-                best = (r, t["metadata"]["name"], (t.get("spec") or {}).get("architecture"))
-    return best

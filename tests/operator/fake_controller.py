@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     from kubenas.operator.executor import KubernetesExecutor
     from kubenas.storage import NotFound, open_store
 
-    ex = KubernetesExecutor(args.experiment, args.namespace, cache_seconds=0)
+    ex = KubernetesExecutor(args.experiment, args.namespace)
     exp = ex.experiment
     store = open_store(exp.storage["url"], endpoint_url=exp.storage.get("endpoint"))
     ex.write_status(phase="Running", conditions=[{"type": "Valid", "status": "True",

@@ -337,7 +337,7 @@ def test_deleting_the_experiment_cascades_to_trials_jobs_and_pods(env, operator)
 
 def test_executor_submits_trials_and_counts_slots(env, operator):
     env.create_experiment(trainer={"epochs": 1, "options": {"fake": {"sleep": 1.5, "reward": 0.5}}})
-    ex = KubernetesExecutor("exp1", env.ns, api_client=env.api_client, cache_seconds=0)
+    ex = KubernetesExecutor("exp1", env.ns, api_client=env.api_client)
     assert ex.pools == ["pool-a", "pool-b"]
     assert (ex.free_slots(), ex.free_slots("pool-a"), ex.free_slots("pool-b")) == (3, 2, 1)
     with pytest.raises(ValueError, match="pool-c"):

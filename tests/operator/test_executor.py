@@ -1,12 +1,14 @@
 """KubernetesExecutor against a narrow fake of the API (no cluster): transient API errors
 are ridden out with jittered exponential backoff, permanent ones are raised, and free
-slots come from counts (a list every cache_seconds plus the executor's own submissions),
-not from a list after every submission."""
+slots come from a list+watch of the Experiment's Trials plus the executor's own
+submissions, never from a list after every submission."""
 
 from __future__ import annotations
 
 import copy
+import queue
 import random
+import time
 
 import pytest
 
@@ -30,6 +32,13 @@ class FakeKube:
         self.fail: dict = {}
         self.calls: dict = {}
         self.lose_reply_of_create = False
+        self.events: queue.Queue = queue.Queue()
+        self.rv = 0
+
+    def _event(self, kind: str, trial: dict) -> None:
+        self.rv += 1
+        trial["metadata"]["resourceVersion"] = str(self.rv)
+        self.events.put({"type": kind, "object": copy.deepcopy(trial)})
 
     def _enter(self, method: str) -> None:
         self.calls[method] = self.calls.get(method, 0) + 1
@@ -48,7 +57,16 @@ class FakeKube:
 
     def list_all(self, path: str, label_selector=None, field_selector=None, limit=500):
         self._enter("list_all")
-        return [copy.deepcopy(t) for t in self.trials.values()], "1"
+        return [copy.deepcopy(t) for t in self.trials.values()], str(self.rv)
+
+    def watch(self, path, rv, label_selector=None, timeout_seconds=300, on_response=None):
+        """The events since the list; ends when none comes for a moment (the informer
+        watches again from the last version it saw)."""
+        while True:
+            try:
+                yield self.events.get(timeout=0.05)
+            except queue.Empty:
+                return
 
     def create(self, path: str, body: dict) -> dict:
         self._enter("create")
@@ -56,6 +74,7 @@ class FakeKube:
         if name in self.trials:
             raise KubeError(409, "AlreadyExists", f"trials {name} already exists")
         self.trials[name] = copy.deepcopy(body)
+        self._event("ADDED", self.trials[name])
         if self.lose_reply_of_create:
             self.lose_reply_of_create = False
             raise TransportError("POST trials: ConnectionResetError")
@@ -68,14 +87,19 @@ class FakeKube:
 
     def finish(self, name: str, phase: str = "Succeeded") -> None:
         self.trials[name]["status"] = {"phase": phase}
+        self._event("MODIFIED", self.trials[name])
+
+    def add(self, name: str, experiment: str, pool: str) -> None:
+        """A Trial someone else made."""
+        self.trials[name] = {"metadata": {"name": name}, "spec": {"experiment": experiment, "pool": pool}}
+        self._event("ADDED", self.trials[name])
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+def eventually(check, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not seen in time"
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -103,6 +127,20 @@ def make(fake, **kw):
     return ex, sleeps
 
 
+@pytest.fixture(autouse=True)
+def _stop_watches(monkeypatch):
+    made = []
+    real_init = KubernetesExecutor.__init__
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        made.append(self)
+    monkeypatch.setattr(KubernetesExecutor, "__init__", init)
+    yield
+    for ex in made:
+        ex.close()
+
+
 def test_backoff_is_jittered_exponential_and_capped():
     b = Backoff(base=0.2, cap=5.0, rng=random.Random(7))
     for attempt, full in [(0, 0.2), (1, 0.4), (2, 0.8), (3, 1.6), (10, 5.0), (60, 5.0)]:
@@ -125,8 +163,8 @@ def test_transient_api_errors_are_ridden_out(fake):
     ex, sleeps = make(fake)   # the constructor reads the Experiment
     assert ex.pools == ["pool-a", "pool-b"]
     assert len(sleeps) == 3 and 0.1 <= sleeps[0] <= 0.2 and 0.4 <= sleeps[2] <= 0.8
-    fake.fail["list_all"] = [KubeError(500, "InternalError")]
-    assert ex.free_slots() == 3
+    fake.fail["list_all"] = [KubeError(500, "InternalError")]   # the watch's list: retried
+    assert ex.free_slots() == 3 and fake.calls["list_all"] == 2
     fake.fail["create"] = [KubeError(502, "BadGateway")]
     ex.submit(TrialRequest(trial_id="exp1-00000", architecture=ARCH))
     assert "exp1-00000" in fake.trials
@@ -134,7 +172,7 @@ def test_transient_api_errors_are_ridden_out(fake):
     assert ex.stop_requested() is None
     fake.fail["merge_patch"] = [KubeError(503, "ServiceUnavailable")]
     assert ex.write_status(phase="Running")["status"]["phase"] == "Running"
-    assert len(sleeps) == 7
+    assert len(sleeps) == 6
 
 
 def test_permanent_api_errors_are_raised_at_once(fake):
@@ -156,7 +194,7 @@ def test_backoff_gives_up_when_told_to(fake):
 
 
 def test_a_create_whose_reply_was_lost_is_submitted_once_and_counted(fake):
-    ex, sleeps = make(fake, cache_seconds=3600, clock=Clock())
+    ex, sleeps = make(fake)
     assert ex.free_slots("pool-b") == 1
     fake.lose_reply_of_create = True
     ex.submit(TrialRequest(trial_id="exp1-00000", architecture=ARCH, pool="pool-b"))
@@ -164,33 +202,27 @@ def test_a_create_whose_reply_was_lost_is_submitted_once_and_counted(fake):
     assert ex.free_slots("pool-b") == 0
 
 
-def test_free_slots_count_submissions_and_relist_only_every_cache_seconds(fake):
-    clock = Clock()
-    ex, _ = make(fake, cache_seconds=5.0, clock=clock)
+def test_free_slots_count_submissions_and_follow_the_watch(fake):
+    ex, _ = make(fake)
     assert ex.free_slots() == 3 and fake.calls["list_all"] == 1
     for i in range(3):
-        clock.now += 0.1
         ex.submit(TrialRequest(trial_id=f"exp1-{i:05d}", architecture=ARCH))
         ex.free_slots()
-    assert fake.calls["list_all"] == 1     # no list after a submission
     assert (ex.free_slots(), ex.free_slots("pool-a"), ex.free_slots("pool-b")) == (0, 0, 0)
     assert ex.in_flight() == {"exp1-00000", "exp1-00001", "exp1-00002"}
     assert {t["spec"]["pool"] for t in fake.trials.values()} == {"pool-a", "pool-b"}
     fake.finish("exp1-00000")
     fake.finish("exp1-00002", "Failed")
-    assert ex.free_slots() == 0            # not seen before the next list
-    clock.now += 5.0
-    assert ex.free_slots() == 2 and fake.calls["list_all"] == 2
+    eventually(lambda: ex.free_slots() == 2)
     assert ex.in_flight() == {"exp1-00001"}
-    # a Trial made by someone else is seen at the next list too
-    fake.trials["exp1-00009"] = {"metadata": {"name": "exp1-00009"},
-                                 "spec": {"experiment": "exp1", "pool": "pool-b"}}
-    clock.now += 5.0
-    assert ex.free_slots("pool-b") == 0 and ex.in_flight() == {"exp1-00001", "exp1-00009"}
-    other = {"metadata": {"name": "other-00000"}, "spec": {"experiment": "other", "pool": "pool-a"}}
-    fake.trials["other-00000"] = other
-    clock.now += 5.0
-    assert ex.free_slots("pool-a") == 1     # another Experiment's Trials do not count
+    fake.add("exp1-00009", "exp1", "pool-b")          # made by someone else: seen too
+    eventually(lambda: ex.free_slots("pool-b") == 0)
+    assert ex.in_flight() == {"exp1-00001", "exp1-00009"}
+    fake.add("other-00000", "other", "pool-a")        # another Experiment's: not counted
+    fake.finish("exp1-00001")
+    eventually(lambda: ex.in_flight() == {"exp1-00009"})
+    assert ex.free_slots("pool-a") == 2
+    assert fake.calls["list_all"] == 1                # one list; the rest came as events
 
 
 def test_status_of_reads_one_trial(fake):

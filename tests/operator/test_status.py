@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 from kubenas.contracts import Architecture, ResultRecord
 from kubenas.operator import constants as C
-from kubenas.operator.status import (Outcome, apply_outcome, best_of, drop_empty,
-                                     experiment_counts, get_condition, observe_job,
+from kubenas.operator.status import (Outcome, apply_outcome, drop_empty,
+                                     get_condition, observe_job,
                                      outcome_from_result, set_condition, transition_events,
                                      unschedulable_for)
 
@@ -157,22 +157,6 @@ def test_invalid_trial_outcome_and_event():
     assert get_condition(status["conditions"], "Valid")["status"] == "False"
     assert transition_events({}, status)[0][:2] == ("Warning", "UnknownPool")
     assert transition_events(status, status) == []
-
-
-def test_counts_and_best():
-    def t(name, phase, reward=None):
-        st = {"phase": phase} if phase else {}
-        if reward is not None:
-            st["reward"] = reward
-        return {"metadata": {"name": name}, "spec": {"architecture": {"space": "cnn", "n": name}},
-                "status": st}
-    trials = [t("a", None), t("b", "Running"), t("c", "Succeeded", 0.5), t("d", "Succeeded", 0.9),
-              t("e", "Failed")]
-    assert experiment_counts(trials) == {"trialsCreated": 5, "trialsPending": 1, "trialsRunning": 1,
-                                         "trialsSucceeded": 2, "trialsFailed": 1,
-                                         "trialsCompleted": 3}
-    assert best_of(trials) == (0.9, "d", {"space": "cnn", "n": "d"})
-    assert best_of(trials[:2]) is None
 
 
 def test_drop_empty_strings():

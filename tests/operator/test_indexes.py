@@ -1,0 +1,89 @@
+"""The operator's cache indexes follow every change (add, phase change, delete, re-list) and
+answer what the reconcile asks without a scan: counts, best, unfinished Jobs per pool."""
+
+from __future__ import annotations
+
+from kubenas.operator import constants as C
+from kubenas.operator import indexes as X
+from kubenas.operator.informer import Informer
+from kubenas.operator.trim import trim_trial
+
+
+def trial(name, phase=None, reward=None, exp="e", ns="ns", rv=1):
+    st = {"phase": phase} if phase else {}
+    if reward is not None:
+        st["reward"] = reward
+    return {"metadata": {"name": name, "namespace": ns, "resourceVersion": str(rv)},
+            "spec": {"experiment": exp, "pool": "p", "architecture": {"space": "cnn", "n": name}},
+            "status": st}
+
+
+def job(name, exp="e", pool="p", succeeded=False, ns="ns", rv=1):
+    status = {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1} if succeeded else {}
+    return {"metadata": {"name": name, "namespace": ns, "resourceVersion": str(rv),
+                         "labels": {C.LABEL_EXPERIMENT: exp, C.LABEL_POOL: pool}},
+            "spec": {"backoffLimit": 2}, "status": status}
+
+
+class ListOnce:
+    def __init__(self, items):
+        self.items = items
+
+    def list_all(self, path, label_selector=None):
+        return list(self.items), "1"
+
+
+def informer(indexers, items=(), trim=lambda o: o):
+    inf = Informer(ListOnce(items), "/x", "x", lambda kind, obj: None, trim=trim, indexers=indexers)
+    inf._list()
+    return inf
+
+
+def test_phase_counts_follow_changes_and_relists():
+    trials = [trial("a"), trial("b", "Running"), trial("c", "Succeeded", 0.5),
+              trial("d", "Succeeded", 0.9), trial("e", "Failed"), trial("x", exp="other")]
+    inf = informer(X.TRIAL_INDEXERS, trials, trim_trial)
+    assert X.phase_counts(inf, "ns", "e") == {
+        "trialsCreated": 5, "trialsPending": 1, "trialsRunning": 1, "trialsSucceeded": 2,
+        "trialsFailed": 1, "trialsCompleted": 3}
+    inf.upsert(trial("b", "Succeeded", 0.1, rv=2))     # Running -> Succeeded
+    inf.forget("ns", "a")
+    counts = X.phase_counts(inf, "ns", "e")
+    assert (counts["trialsCreated"], counts["trialsPending"], counts["trialsRunning"],
+            counts["trialsSucceeded"]) == (4, 0, 0, 3)
+    assert {t["metadata"]["name"] for t in inf.by_index(X.UNFINISHED, True)} == {"x"}
+    assert X.phase_counts(inf, "ns", "nope")["trialsCreated"] == 0
+    inf.kube.items = [trial("a")]                       # a re-list replaces every index
+    inf._list()
+    assert X.phase_counts(inf, "ns", "e")["trialsCreated"] == 1
+    assert inf.count(X.BY_PHASE, ("ns", "e", "Succeeded")) == 0
+
+
+def test_finished_trials_are_cached_without_their_architecture():
+    inf = informer(X.TRIAL_INDEXERS, [trial("a", "Running"), trial("b", "Succeeded", 0.3)], trim_trial)
+    assert inf.get("ns", "a")["spec"]["architecture"]
+    assert inf.get("ns", "b")["spec"] == {"experiment": "e", "pool": "p"}
+    assert inf.get("ns", "b")["status"]["reward"] == 0.3
+
+
+def test_best_trials_only_improve():
+    best = X.BestTrials()
+    for t in (trial("a", "Succeeded", 0.5), trial("b", "Failed"), trial("c", "Succeeded", 0.9),
+              trial("d", "Succeeded", 0.7), trial("z", "Succeeded", 2.0, exp="other")):
+        best.observe(t)
+    assert best.get("ns", "e") == (0.9, "c")
+    assert best.get("ns", "nope") is None
+    best.forget("ns", "e")
+    assert best.get("ns", "e") is None
+
+
+def test_jobs_in_flight_per_pool():
+    inf = informer(X.JOB_INDEXERS, [job("j1"), job("j2"), job("j3", pool="q"),
+                                    job("j4", succeeded=True)])
+    assert inf.count(X.IN_FLIGHT, ("ns", "e", "p")) == 2
+    inf.upsert(job("j1", succeeded=True, rv=2))          # finished: no longer in flight
+    inf.upsert(job("j5", rv=1))                          # our own write-through counts at once
+    assert inf.count(X.IN_FLIGHT, ("ns", "e", "p")) == 2
+    assert inf.count(X.IN_FLIGHT, ("ns", "e", "q")) == 1
+    inf.forget("ns", "j2")
+    assert {j["metadata"]["name"] for j in inf.by_index(X.IN_FLIGHT, ("ns", "e", "p"))} == {"j5"}
