@@ -31,27 +31,36 @@ def _strategy_factory(exp):
         space = make_space(exp.space, exp.space_options)
         return make_strategy(exp.strategy, space, exp.strategy_options, exp.seed)
 
-    try:
-        factory()  # validate space and strategy options before anything starts
-    except ContractError as exc:
-        # The controller room names fields from `search.`; in an experiment file they sit
-        # under `spec.`, like every other error the file can get.
-        msg = str(exc)
-        raise ContractError(f"spec.{msg}" if msg.startswith("search.") else msg) from None
+    factory()  # validate space and strategy options before anything starts
     return factory
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def check_run(path: str | Path):
+    """Everything `kubenas run` checks before it starts anything: the file, the space and
+    strategy options (a strategy is built), the trainer section. Returns the experiment, the
+    strategy factory and the children's trainer config; raises ContractError naming the file
+    and the field."""
     from kubenas.experiment import load_experiment
+    from kubenas.trainer.config import validate_trainer_config
 
+    exp = load_experiment(path)
     try:
-        exp = load_experiment(args.experiment)
         factory = _strategy_factory(exp)
-        from kubenas.trainer.config import validate_trainer_config
-
         trainer_config = validate_trainer_config(exp.trainer, space=exp.space, where="spec.trainer")
     except ContractError as exc:
+        raise ContractError(f"{path}: {exc}") from None
+    return exp, factory, trainer_config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        exp, factory, trainer_config = check_run(args.experiment)
+    except ContractError as exc:
         return _err(str(exc))
+    if args.dry_run:
+        print(f"{args.experiment}: valid ({exp.name}: {exp.space} space, {exp.strategy}, "
+              f"{exp.max_trials} trials)")
+        return 0
 
     from kubenas.controller.loop import LoopEvent, SearchLoop
     from kubenas.controller.results import StoreResultSource
@@ -176,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workdir", help="where state and outputs go (default runs/<name>)")
     r.add_argument("--parallelism", type=int, help="children training at once (overrides the file)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--dry-run", action="store_true",
+                   help="validate the file (space, strategy, trainer) and stop")
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("train-child", help="train one child and write its result record")

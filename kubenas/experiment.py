@@ -4,7 +4,8 @@ Validation here covers the structure every role needs (and that the operator can
 without torch). Space, strategy and trainer options are validated by their owners
 (``make_space``, ``make_strategy``, ``TrainerConfig``) before anything starts; all errors
 are ``ContractError`` with the dotted path of the field, e.g.
-``spec.budget.maxTrials: must be a positive integer, got 0``.
+``spec.budget.maxTrials: must be an integer >= 1, got 0``. Field checks come from
+``kubenas.contracts.fields``; unknown keys are refused at every level, with a "did you mean".
 """
 
 from __future__ import annotations
@@ -13,51 +14,52 @@ import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import yaml
 
+from kubenas.contracts import fields as F
+from kubenas.contracts import names
 from kubenas.contracts.errors import ContractError
 
 API_VERSION = "kubenas.dev/v1"
 KIND = "Experiment"
-SPACES = ("cnn", "rnn_cell", "nasbench201")
-STRATEGIES = ("reinforce", "random", "evolution")
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME_LENGTH = 50  # leaves room for "-<index:05d>" and Job/pod suffixes in 63 characters
 
-_TOP_KEYS = {"search", "budget", "parallelism", "trainer", "storage", "workerPools", "jobSettings",
-             "image", "controller"}
-_SEARCH_KEYS = {"space", "spaceOptions", "strategy", "strategyOptions", "seed"}
-_POOL_KEYS = {"name", "nodeSelector", "tolerations", "gpusPerTrial", "resources", "maxInFlight",
-              "affinity"}
-_STORAGE_KEYS = {"url", "endpoint", "secretName", "region"}
-_JOB_KEYS = {"backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"}
+# Upper bounds: far above the paper's scale (12,800 trials, 800 in flight), low enough that a
+# typo (an extra zero or three) is refused before it allocates or schedules anything. The
+# CRD's maxima are tested against these (tests/kubenas/test_names.py).
+MAX_TRIALS = 1_000_000
+MAX_IN_FLIGHT = 10_000
+MAX_REPLICAS = 16
+MAX_GPUS_PER_TRIAL = 64
+MAX_POOLS = 64
+MAX_TOLERATIONS = 64
+MAX_SEED = 2**32 - 1           # what every RNG kubenas seeds accepts
+MAX_BACKOFF_LIMIT = 100
+MAX_SECONDS = 2**31 - 1        # Kubernetes' int32 durations
 
-
-def _fail(where: str, msg: str) -> None:
-    raise ContractError(f"{where}: {msg}")
-
-
-def _mapping(value: Any, where: str, required: bool = False) -> dict:
-    if value is None:
-        if required:
-            _fail(where, "is required")
-        return {}
-    if not isinstance(value, Mapping):
-        _fail(where, f"must be a mapping, got {type(value).__name__}")
-    return dict(value)
-
-
-def _unknown(doc: Mapping, known: set, where: str) -> None:
-    for key in doc:
-        if key not in known:
-            _fail(f"{where}.{key}", f"unknown field (known: {', '.join(sorted(known))})")
-
-
-def _int(value: Any, where: str, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        _fail(where, f"must be an integer >= {minimum}, got {value!r}")
-    return value
+_DOC_KEYS = ("apiVersion", "kind", "metadata", "spec")
+_META_KEYS = ("name", "namespace", "labels", "annotations")
+_TOP_KEYS = ("search", "budget", "parallelism", "trainer", "storage", "workerPools", "jobSettings",
+             "image", "controller")
+_SEARCH_KEYS = ("space", "spaceOptions", "strategy", "strategyOptions", "seed")
+_POOL_KEYS = ("name", "nodeSelector", "tolerations", "gpusPerTrial", "resources", "maxInFlight",
+              "affinity")
+_STORAGE_KEYS = ("url", "endpoint", "secretName", "region")
+_JOB_SETTINGS = {"backoffLimit": (0, MAX_BACKOFF_LIMIT), "activeDeadlineSeconds": (1, MAX_SECONDS),
+                 "ttlSecondsAfterFinished": (0, MAX_SECONDS)}
+_CONTROLLER_KEYS = ("replicas", "resources", "nodeSelector", "tolerations", "affinity")
+_TOLERATION_KEYS = ("key", "operator", "value", "effect", "tolerationSeconds")
+_AFFINITY_KEYS = ("nodeAffinity", "podAffinity", "podAntiAffinity")
+_POOL_RESOURCES = ("cpu", "memory")
+# Kubernetes quantities as the CRD's patterns allow them (numbers are taken as they are).
+_QUANTITY = {"cpu": r"[0-9]+(\.[0-9]+)?m?",
+             "memory": r"[0-9]+(\.[0-9]+)?([KMGTPE]i?|[eE][0-9]+)?",
+             "any": r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?"}
+_SECRET_NAME = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+_ENDPOINT = r"https?://\S+"
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Experiment:
     worker_pools: list  # list[WorkerPool]
     job_settings: dict
     raw: dict           # the whole document as given (for Trial/Job templates and logs)
+    controller: dict = field(default_factory=dict)  # spec.controller, validated
 
     @property
     def spec(self) -> dict:
@@ -94,84 +97,199 @@ class Experiment:
 
 def parse_experiment(doc: Any, where: str = "experiment") -> Experiment:
     """Validate an experiment document (the full object, or just its ``spec``)."""
-    doc = _mapping(doc, where, required=True)
+    doc = F.mapping(doc, where, required=True)
+    F.check_depth(doc, "")
     if "spec" not in doc and "search" in doc:  # a bare spec, e.g. from the CRD status path
         doc = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "experiment"},
                "spec": doc}
+    name = _parse_header(doc)
+    spec = F.mapping(doc.get("spec"), "spec", required=True)
+    F.refuse_unknown(spec, _TOP_KEYS, "spec")
+    search = _parse_search(F.mapping(spec.get("search"), "spec.search", required=True))
+    budget = F.mapping(spec.get("budget"), "spec.budget", required=True)
+    F.refuse_unknown(budget, ("maxTrials",), "spec.budget")
+    max_trials = F.integer(budget.get("maxTrials"), "spec.budget.maxTrials", 1, MAX_TRIALS)
+    parallelism = F.integer(spec.get("parallelism", 1), "spec.parallelism", 1, MAX_IN_FLIGHT)
+    trainer = F.mapping(spec.get("trainer"), "spec.trainer")
+    storage = _parse_storage(F.mapping(spec.get("storage"), "spec.storage"))
+    if spec.get("image") is not None:
+        F.string(spec["image"], "spec.image", max_length=512,
+                 what="a non-empty image reference")
+    return Experiment(name=name, **search, max_trials=max_trials, parallelism=parallelism,
+                      trainer=trainer, storage=storage,
+                      worker_pools=_parse_pools(spec.get("workerPools")),
+                      job_settings=_parse_job_settings(spec.get("jobSettings")),
+                      controller=_parse_controller(spec.get("controller")),
+                      raw=copy.deepcopy(doc))
+
+
+def _parse_header(doc: dict) -> str:
+    """apiVersion, kind and metadata; returns the name."""
+    F.refuse_unknown(doc, _DOC_KEYS, "")
     if doc.get("apiVersion", API_VERSION) != API_VERSION:
-        _fail("apiVersion", f"must be {API_VERSION!r}, got {doc.get('apiVersion')!r}")
+        F.fail("apiVersion", f"must be {API_VERSION!r}, got {doc.get('apiVersion')!r}")
     if doc.get("kind", KIND) != KIND:
-        _fail("kind", f"must be {KIND!r}, got {doc.get('kind')!r}")
-    meta = _mapping(doc.get("metadata"), "metadata", required=True)
+        F.fail("kind", f"must be {KIND!r}, got {doc.get('kind')!r}")
+    meta = F.mapping(doc.get("metadata"), "metadata", required=True)
+    F.refuse_unknown(meta, _META_KEYS, "metadata")
+    for key in ("labels", "annotations"):
+        _string_map(meta.get(key), f"metadata.{key}")
+    if meta.get("namespace") is not None:
+        F.string(meta["namespace"], "metadata.namespace", pattern=NAME_RE.pattern,
+                 max_length=63, what="a DNS-1123 label")
     name = meta.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 50:
-        _fail("metadata.name", f"must be a DNS-1123 label of at most 50 characters, got {name!r}")
+    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > MAX_NAME_LENGTH:
+        F.fail("metadata.name", f"must be a DNS-1123 label of at most {MAX_NAME_LENGTH} "
+                                f"characters, got {name!r}")
+    return name
 
-    spec = _mapping(doc.get("spec"), "spec", required=True)
-    _unknown(spec, _TOP_KEYS, "spec")
 
-    search = _mapping(spec.get("search"), "spec.search", required=True)
-    _unknown(search, _SEARCH_KEYS, "spec.search")
-    space = search.get("space", "cnn")
-    if space not in SPACES:
-        _fail("spec.search.space", f"must be one of {list(SPACES)}, got {space!r}")
-    strategy = search.get("strategy", "reinforce")
-    if strategy not in STRATEGIES:
-        _fail("spec.search.strategy", f"must be one of {list(STRATEGIES)}, got {strategy!r}")
-    space_options = _mapping(search.get("spaceOptions"), "spec.search.spaceOptions")
-    strategy_options = _mapping(search.get("strategyOptions"), "spec.search.strategyOptions")
-    seed = _int(search.get("seed", 0), "spec.search.seed", minimum=0)
+def _parse_search(search: dict) -> dict:
+    """spec.search: names from ``kubenas.contracts.names``; options are checked by their
+    owners (``make_space``, ``make_strategy``), here only that they are mappings."""
+    F.refuse_unknown(search, _SEARCH_KEYS, "spec.search")
+    return {
+        "space": F.choice(search.get("space", names.DEFAULT_SPACE), names.SPACES,
+                          "spec.search.space"),
+        "strategy": F.choice(search.get("strategy", names.DEFAULT_STRATEGY), names.STRATEGIES,
+                             "spec.search.strategy"),
+        "space_options": F.mapping(search.get("spaceOptions"), "spec.search.spaceOptions"),
+        "strategy_options": F.mapping(search.get("strategyOptions"),
+                                      "spec.search.strategyOptions"),
+        "seed": F.integer(search.get("seed", 0), "spec.search.seed", 0, MAX_SEED),
+    }
 
-    budget = _mapping(spec.get("budget"), "spec.budget", required=True)
-    _unknown(budget, {"maxTrials"}, "spec.budget")
-    max_trials = _int(budget.get("maxTrials"), "spec.budget.maxTrials")
-    parallelism = _int(spec.get("parallelism", 1), "spec.parallelism")
 
-    trainer = _mapping(spec.get("trainer"), "spec.trainer")
-    storage = _mapping(spec.get("storage"), "spec.storage")
-    _unknown(storage, _STORAGE_KEYS, "spec.storage")
+def _parse_storage(storage: dict) -> dict:
+    F.refuse_unknown(storage, _STORAGE_KEYS, "spec.storage")
     url = storage.get("url")
-    if url is not None and (not isinstance(url, str) or not url):
-        _fail("spec.storage.url", f"must be a non-empty string, got {url!r}")
-    if isinstance(url, str) and "@" in url.split("/")[2 if "://" in url else 0]:
-        _fail("spec.storage.url", "must not carry credentials; put them in a Secret / the environment")
+    if url is not None:
+        F.string(url, "spec.storage.url")
+        if "@" in url.split("/")[2 if "://" in url else 0]:
+            F.fail("spec.storage.url",
+                   "must not carry credentials; put them in a Secret / the environment")
+    if storage.get("endpoint") is not None:
+        F.string(storage["endpoint"], "spec.storage.endpoint", pattern=_ENDPOINT,
+                 what="an http(s):// URL")
+    if storage.get("secretName") is not None:
+        F.string(storage["secretName"], "spec.storage.secretName", pattern=_SECRET_NAME,
+                 max_length=253, what="a Secret name")
+    if storage.get("region") is not None:
+        F.string(storage["region"], "spec.storage.region")
+    return storage
 
-    pools = []
-    raw_pools = spec.get("workerPools") or []
-    if not isinstance(raw_pools, list):
-        _fail("spec.workerPools", "must be a list")
-    seen = set()
-    for i, p in enumerate(raw_pools):
-        w = f"spec.workerPools[{i}]"
-        p = _mapping(p, w, required=True)
-        _unknown(p, _POOL_KEYS, w)
-        pname = p.get("name")
-        if not isinstance(pname, str) or not NAME_RE.match(pname):
-            _fail(f"{w}.name", f"must be a DNS-1123 label, got {pname!r}")
-        if pname in seen:
-            _fail(f"{w}.name", f"duplicate pool name {pname!r}")
-        seen.add(pname)
-        tolerations = p.get("tolerations") or []
-        if not isinstance(tolerations, list):
-            _fail(f"{w}.tolerations", "must be a list")
-        pools.append(WorkerPool(
-            name=pname,
-            node_selector={str(k): str(v) for k, v in _mapping(p.get("nodeSelector"), f"{w}.nodeSelector").items()},
-            tolerations=tolerations,
-            gpus_per_trial=_int(p.get("gpusPerTrial", 0), f"{w}.gpusPerTrial", minimum=0),
-            resources=_mapping(p.get("resources"), f"{w}.resources"),
-            max_in_flight=_int(p.get("maxInFlight", 1), f"{w}.maxInFlight"),
-            affinity=_mapping(p.get("affinity"), f"{w}.affinity"),
-        ))
-    job_settings = _mapping(spec.get("jobSettings"), "spec.jobSettings")
-    _unknown(job_settings, _JOB_KEYS, "spec.jobSettings")
-    for key, value in job_settings.items():
-        _int(value, f"spec.jobSettings.{key}", minimum=0)
 
-    return Experiment(name=name, space=space, strategy=strategy, space_options=space_options,
-                      strategy_options=strategy_options, seed=seed, max_trials=max_trials,
-                      parallelism=parallelism, trainer=trainer, storage=storage,
-                      worker_pools=pools, job_settings=job_settings, raw=copy.deepcopy(doc))
+def _parse_pools(value: Any) -> list:
+    pools, seen = [], set()
+    for i, raw in enumerate(F.sequence(value, "spec.workerPools", max_items=MAX_POOLS)):
+        pool = _parse_pool(raw, F.item("spec.workerPools", i))
+        if pool.name in seen:
+            F.fail(f"spec.workerPools[{i}].name", f"duplicate pool name {pool.name!r}")
+        seen.add(pool.name)
+        pools.append(pool)
+    return pools
+
+
+def _parse_pool(value: Any, w: str) -> WorkerPool:
+    p = F.mapping(value, w, required=True)
+    F.refuse_unknown(p, _POOL_KEYS, w)
+    name = p.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 63:
+        F.fail(f"{w}.name", f"must be a DNS-1123 label, got {name!r}")
+    resources = F.mapping(p.get("resources"), f"{w}.resources")
+    F.refuse_unknown(resources, _POOL_RESOURCES, f"{w}.resources")
+    for key, quantity in resources.items():
+        _quantity(quantity, f"{w}.resources.{key}", _QUANTITY[key])
+    return WorkerPool(
+        name=name,
+        node_selector=_string_map(p.get("nodeSelector"), f"{w}.nodeSelector"),
+        tolerations=_tolerations(p.get("tolerations"), f"{w}.tolerations"),
+        gpus_per_trial=F.integer(p.get("gpusPerTrial", 0), f"{w}.gpusPerTrial", 0,
+                                 MAX_GPUS_PER_TRIAL),
+        resources=resources,
+        max_in_flight=F.integer(p.get("maxInFlight", 1), f"{w}.maxInFlight", 1, MAX_IN_FLIGHT),
+        affinity=_affinity(p.get("affinity"), f"{w}.affinity"),
+    )
+
+
+def _parse_job_settings(value: Any) -> dict:
+    settings = F.mapping(value, "spec.jobSettings")
+    F.refuse_unknown(settings, _JOB_SETTINGS, "spec.jobSettings")
+    for key, (low, high) in _JOB_SETTINGS.items():
+        if key in settings:
+            F.integer(settings[key], f"spec.jobSettings.{key}", low, high)
+    return settings
+
+
+def _parse_controller(value: Any) -> dict:
+    """spec.controller: where and how many in-cluster controller replicas run (a bad value
+    here must be a condition on the Experiment, never a crash-looping Deployment)."""
+    w = "spec.controller"
+    opts = F.mapping(value, w)
+    F.refuse_unknown(opts, _CONTROLLER_KEYS, w)
+    if "replicas" in opts:
+        F.integer(opts["replicas"], f"{w}.replicas", 1, MAX_REPLICAS)
+    resources = F.mapping(opts.get("resources"), f"{w}.resources")
+    F.refuse_unknown(resources, ("requests", "limits"), f"{w}.resources")
+    for part, quantities in resources.items():
+        for key, quantity in _string_keys(quantities, f"{w}.resources.{part}").items():
+            _quantity(quantity, f"{w}.resources.{part}.{key}", _QUANTITY["any"])
+    _string_map(opts.get("nodeSelector"), f"{w}.nodeSelector")
+    _tolerations(opts.get("tolerations"), f"{w}.tolerations")
+    _affinity(opts.get("affinity"), f"{w}.affinity")
+    return opts
+
+
+# -- Kubernetes pieces (as the CRD schema says them) -------------------------------------------
+
+def _string_keys(value: Any, where: str) -> dict:
+    doc = F.mapping(value, where)
+    for key in doc:
+        if not isinstance(key, str) or not key:
+            F.fail(where, f"keys must be non-empty strings, got {key!r}")
+    return doc
+
+
+def _string_map(value: Any, where: str) -> dict:
+    doc = _string_keys(value, where)
+    for key, v in doc.items():
+        if not isinstance(v, str):
+            F.fail(f"{where}.{key}", f"must be a string, got {type(v).__name__}")
+    return doc
+
+
+def _quantity(value: Any, where: str, pattern: str) -> None:
+    if isinstance(value, str):
+        F.string(value, where, pattern=pattern, what="a Kubernetes quantity like 500m or 2Gi")
+    else:
+        F.number(value, where, minimum=0)
+
+
+def _tolerations(value: Any, where: str) -> list:
+    out = F.sequence(value, where, max_items=MAX_TOLERATIONS)
+    for i, raw in enumerate(out):
+        w = F.item(where, i)
+        tol = F.mapping(raw, w, required=True)
+        F.refuse_unknown(tol, _TOLERATION_KEYS, w)
+        for key in ("key", "value"):
+            if tol.get(key) is not None and not isinstance(tol[key], str):
+                F.fail(f"{w}.{key}", f"must be a string, got {type(tol[key]).__name__}")
+        if "operator" in tol:
+            F.choice(tol["operator"], ("Exists", "Equal"), f"{w}.operator")
+        if "effect" in tol:
+            F.choice(tol["effect"], ("", "NoSchedule", "PreferNoSchedule", "NoExecute"),
+                     f"{w}.effect")
+        if tol.get("tolerationSeconds") is not None:
+            F.integer(tol["tolerationSeconds"], f"{w}.tolerationSeconds")
+    return out
+
+
+def _affinity(value: Any, where: str) -> dict:
+    doc = F.mapping(value, where)
+    F.refuse_unknown(doc, _AFFINITY_KEYS, where)
+    for key, part in doc.items():
+        F.mapping(part, f"{where}.{key}")
+    return doc
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -180,8 +298,12 @@ def load_experiment(path: str | Path) -> Experiment:
         text = path.read_text()
     except OSError as exc:
         raise ContractError(f"{path}: cannot read experiment file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"{path}: not a UTF-8 text file ({exc.reason})") from None
     try:
         doc = yaml.safe_load(text)
+    except RecursionError:
+        raise ContractError(f"{path}: not a usable experiment file (nested far too deeply)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         loc = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -32,14 +32,12 @@ e.g. ``trainer.epochs: must be a positive integer, got 0``. Unknown keys are err
 from __future__ import annotations
 
 import copy
-import difflib
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional, Union
 
 from kubenas.contracts import ContractError
-
-DATASETS = ("digits", "fashion_mnist", "cifar10", "ptb")
+from kubenas.contracts import fields as F
+from kubenas.contracts.names import DATASETS
 LR_SCHEDULES = ("cosine", "step", "constant")
 
 # camelCase key -> dataclass field
@@ -69,41 +67,43 @@ _FIELDS = {
 }
 
 
-def _fail(where: str, msg: str) -> None:
-    raise ContractError(f"{where}: {msg}")
+# Upper bounds of the counts: far above any sensible child, low enough that a typo is refused
+# before a child allocates or loops for it.
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_THREADS = 1_024
+MAX_PARAMETERS = 10**12
+MAX_EXAMPLES = 10**9
+MAX_PADDING = 64
+MAX_SEED = 2**32 - 1
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _optional(check):
+    """``check`` that also accepts null (the field's "use the default")."""
+    return lambda v, w: None if v is None else check(v, w)
 
 
-def _is_num(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)
-            and math.isfinite(float(v)))
-
-
-def _pos_int(v: Any, where: str) -> int:
-    if not (_is_int(v) and v > 0):
-        _fail(where, f"must be a positive integer, got {v!r}")
+def _device(v: Any, where: str) -> str:
+    ok = isinstance(v, str) and (v in ("auto", "cpu", "cuda") or
+                                 (v.startswith("cuda:") and v[5:].isdigit()))
+    if not ok:
+        F.fail(where, f"must be auto, cpu, cuda or cuda:N, got {v!r}")
     return v
 
 
-def _nonneg_int(v: Any, where: str) -> int:
-    if not (_is_int(v) and v >= 0):
-        _fail(where, f"must be a non-negative integer, got {v!r}")
-    return v
+def _validation_size(v: Any, where: str) -> Union[float, int]:
+    if F.is_int(v) and 1 <= v <= MAX_EXAMPLES:
+        return v
+    if isinstance(v, float) and 0 < v < 1:
+        return v
+    F.fail(where, f"must be a fraction in (0, 1) or a positive count of examples "
+                  f"(at most {MAX_EXAMPLES}), got {v!r}")
 
 
-def _nonneg_num(v: Any, where: str) -> float:
-    if not (_is_num(v) and v >= 0):
-        _fail(where, f"must be a non-negative number, got {v!r}")
-    return float(v)
-
-
-def _bool(v: Any, where: str) -> bool:
-    if not isinstance(v, bool):
-        _fail(where, f"must be true or false, got {v!r}")
-    return v
+def _options(v: Any, where: str) -> dict:
+    if not isinstance(v, Mapping):
+        F.fail(where, f"must be a mapping, got {v!r}")
+    return copy.deepcopy(dict(v))
 
 
 @dataclass(frozen=True)
@@ -116,16 +116,12 @@ class DatasetConfig:
         if isinstance(value, str):  # shorthand: dataset: cifar10
             value = {"name": value}
         if not isinstance(value, Mapping):
-            _fail(where, f"must be a mapping like {{name: digits}}, got {value!r}")
-        unknown = sorted(set(value) - {"name", "path"})
-        if unknown:
-            _fail(f"{where}.{unknown[0]}", "unknown field (known: name, path)")
-        name = value.get("name", "digits")
-        if name not in DATASETS:
-            _fail(f"{where}.name", f"must be one of {list(DATASETS)}, got {name!r}")
+            F.fail(where, f"must be a mapping like {{name: digits}}, got {value!r}")
+        F.refuse_unknown(value, ("name", "path"), where)
+        name = F.choice(value.get("name", "digits"), DATASETS, f"{where}.name")
         path = value.get("path")
-        if path is not None and not (isinstance(path, str) and path):
-            _fail(f"{where}.path", f"must be a non-empty string or null, got {path!r}")
+        if path is not None:
+            F.string(path, f"{where}.path", what="a non-empty string or null")
         return cls(name=name, path=path)
 
 
@@ -157,83 +153,16 @@ class TrainerConfig:
     # -- parsing -------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: Optional[Mapping], where: str = "trainer") -> "TrainerConfig":
-        if d is None:
-            d = {}
         if isinstance(d, TrainerConfig):
             return d
-        if not isinstance(d, Mapping):
-            _fail(where, f"must be a mapping, got {type(d).__name__}")
-        for key in d:
-            if key not in _FIELDS:
-                hint = difflib.get_close_matches(str(key), list(_FIELDS), n=1)
-                _fail(f"{where}.{key}", "unknown field"
-                      + (f" (did you mean {hint[0]!r}?)" if hint else
-                         f" (known: {', '.join(_FIELDS)}; put space-specific settings in options)"))
-        kw: dict[str, Any] = {}
-        w = lambda k: f"{where}.{k}"  # noqa: E731
-        if "dataset" in d:
-            kw["dataset"] = DatasetConfig.from_value(d["dataset"], w("dataset"))
-        for key in ("epochs", "batchSize", "evalBatchSize", "rewardWindow"):
-            if key in d:
-                kw[_FIELDS[key]] = _pos_int(d[key], w(key))
-        for key in ("learningRate", "rewardExponent"):
-            if key in d:
-                v = d[key]
-                if not (_is_num(v) and v > 0):
-                    _fail(w(key), f"must be a positive number, got {v!r}")
-                kw[_FIELDS[key]] = float(v)
-        if "momentum" in d:
-            v = d["momentum"]
-            if not (_is_num(v) and 0 <= v < 1):
-                _fail(w("momentum"), f"must be a number in [0, 1), got {v!r}")
-            kw["momentum"] = float(v)
-        if "weightDecay" in d:
-            kw["weight_decay"] = _nonneg_num(d["weightDecay"], w("weightDecay"))
-        for key in ("nesterov", "augment", "saveModel", "channelsLast"):
-            if key in d:
-                kw[_FIELDS[key]] = _bool(d[key], w(key))
-        if "lrSchedule" in d:
-            if d["lrSchedule"] not in LR_SCHEDULES:
-                _fail(w("lrSchedule"), f"must be one of {list(LR_SCHEDULES)}, got {d['lrSchedule']!r}")
-            kw["lr_schedule"] = d["lrSchedule"]
-        if "validationSize" in d:
-            v = d["validationSize"]
-            if _is_int(v) and v >= 1:
-                kw["validation_size"] = v
-            elif isinstance(v, float) and 0 < v < 1:
-                kw["validation_size"] = v
-            else:
-                _fail(w("validationSize"),
-                      f"must be a fraction in (0, 1) or a positive count of examples, got {v!r}")
-        if "maxParameters" in d:
-            v = d["maxParameters"]
-            kw["max_parameters"] = None if v is None else _pos_int(v, w("maxParameters"))
-        if "cropPadding" in d:
-            v = d["cropPadding"]
-            kw["crop_padding"] = None if v is None else _nonneg_int(v, w("cropPadding"))
-        if "horizontalFlip" in d:
-            v = d["horizontalFlip"]
-            kw["horizontal_flip"] = None if v is None else _bool(v, w("horizontalFlip"))
-        if "seed" in d:
-            kw["seed"] = _nonneg_int(d["seed"], w("seed"))
-        if "device" in d:
-            v = d["device"]
-            ok = isinstance(v, str) and (v in ("auto", "cpu", "cuda") or
-                                         (v.startswith("cuda:") and v[5:].isdigit()))
-            if not ok:
-                _fail(w("device"), f"must be auto, cpu, cuda or cuda:N, got {v!r}")
-            kw["device"] = v
-        if "numThreads" in d:
-            v = d["numThreads"]
-            kw["num_threads"] = None if v is None else _pos_int(v, w("numThreads"))
-        if "options" in d:
-            v = d["options"]
-            if not isinstance(v, Mapping):
-                _fail(w("options"), f"must be a mapping, got {v!r}")
-            kw["options"] = copy.deepcopy(dict(v))
+        d = F.mapping(d, where)
+        F.refuse_unknown(d, _FIELDS, where,
+                         extra_hint="; put space-specific settings in options")
+        kw = {_FIELDS[key]: _CHECKS[key](value, F.child(where, key)) for key, value in d.items()}
         cfg = cls(**kw)
         if cfg.nesterov and cfg.momentum <= 0:
-            _fail(w("nesterov"), "Nesterov momentum needs momentum > 0 (set nesterov: false)")
+            F.fail(F.child(where, "nesterov"),
+                   "Nesterov momentum needs momentum > 0 (set nesterov: false)")
         return cfg
 
     def to_dict(self) -> dict:
@@ -243,6 +172,42 @@ class TrainerConfig:
             value = getattr(self, attr)
             out[key] = asdict(value) if isinstance(value, DatasetConfig) else copy.deepcopy(value)
         return out
+
+
+def _count(high: int, low: int = 1):
+    return lambda v, w: F.integer(v, w, low, high)
+
+
+def _positive(v: Any, w: str) -> float:
+    return F.number(v, w, minimum=0, min_exclusive=True)
+
+
+# camelCase key -> check(value, where) -> the dataclass field's value
+_CHECKS = {
+    "dataset": DatasetConfig.from_value,
+    "epochs": _count(MAX_EPOCHS),
+    "batchSize": _count(MAX_BATCH),
+    "evalBatchSize": _count(MAX_BATCH),
+    "channelsLast": F.boolean,
+    "learningRate": _positive,
+    "momentum": lambda v, w: F.number(v, w, minimum=0, maximum=1, max_exclusive=True),
+    "nesterov": F.boolean,
+    "weightDecay": lambda v, w: F.number(v, w, minimum=0),
+    "lrSchedule": lambda v, w: F.choice(v, LR_SCHEDULES, w),
+    "rewardWindow": _count(MAX_EPOCHS),
+    "rewardExponent": _positive,
+    "validationSize": _validation_size,
+    "maxParameters": _optional(_count(MAX_PARAMETERS)),
+    "augment": F.boolean,
+    "cropPadding": _optional(_count(MAX_PADDING, low=0)),
+    "horizontalFlip": _optional(F.boolean),
+    "seed": _count(MAX_SEED, low=0),
+    "device": _device,
+    "numThreads": _optional(_count(MAX_THREADS)),
+    "saveModel": F.boolean,
+    "options": _options,
+}
+assert set(_CHECKS) == set(_FIELDS)
 
 
 def validate_trainer_config(d: Optional[Mapping], space: str = "cnn",
@@ -270,5 +235,5 @@ def validate_trainer_config(d: Optional[Mapping], space: str = "cnn",
 
 def require_image_dataset(cfg: TrainerConfig, where: str = "trainer") -> None:
     if cfg.dataset.name == "ptb":
-        _fail(f"{where}.dataset.name", "'ptb' is the language-model dataset; the cnn space "
+        F.fail(f"{where}.dataset.name", "'ptb' is the language-model dataset; the cnn space "
               "needs an image dataset (digits, fashion_mnist, cifar10)")

@@ -68,7 +68,9 @@ from torch import Tensor, nn
 
 from kubenas.contracts import Architecture, ContractError, EpochMetrics
 from kubenas.trainer.builders.rnn_cell import RNNTreeLayer, parse_cell
-from kubenas.trainer.config import _fail, _is_int, _is_num
+from kubenas.contracts.fields import fail as _fail
+from kubenas.contracts.fields import is_int as _is_int
+from kubenas.contracts.fields import is_number as _is_num
 from kubenas.trainer.errors import ArchitectureError, ChildFailure, OutOfMemory, TooLarge, TrainingError
 
 log = logging.getLogger("kubenas.trainer")

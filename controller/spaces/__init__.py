@@ -25,11 +25,15 @@ SPACES: dict[str, Callable[..., SearchSpace]] = {
 }
 
 
-def make_space(name: str, options: Optional[Mapping] = None) -> SearchSpace:
-    """The search space ``name`` configured by ``options`` (camelCase, from the YAML)."""
+def make_space(name: str, options: Optional[Mapping] = None, *,
+               where: str = "spec.search.spaceOptions") -> SearchSpace:
+    """The search space ``name`` configured by ``options`` (camelCase, from the YAML); an
+    unknown or ill-typed option raises ContractError naming ``<where>.<key>``.
+    ``SPACES`` holds exactly ``kubenas.contracts.names.SPACES`` (tests/kubenas/test_names.py)."""
     if name not in SPACES:
-        raise ContractError(f"search.space: unknown space {name!r} (known: {', '.join(sorted(SPACES))})")
-    return SPACES[name](dict(options or {}))
+        raise ContractError(f"spec.search.space: unknown space {name!r} "
+                            f"(known: {', '.join(sorted(SPACES))})")
+    return SPACES[name](options, where=where)
 
 
 __all__ = ["Action", "CnnSpace", "Decision", "RnnCellSpace", "SPACES", "SearchSpace", "make_space"]

@@ -32,11 +32,16 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 from kubenas.contracts import Architecture, ContractError
+from kubenas.contracts import fields as F
 from kubenas.contracts.architecture import validate_cnn
-from kubenas.controller import options as opt
+from kubenas.experiment import MAX_TRIALS
 from kubenas.controller.spaces.base import (Action, Decision, SearchSpace, flatten_actions)
 
 SPACE_NAME = "cnn"
+# Bounds that keep a typo from building an unusable space: filter sizes, counts, strides and
+# pool sizes up to 4096; networks up to 512 layers (the paper: 15, 39 with pooling).
+MAX_SIZE = 4096
+MAX_LAYERS = 512
 
 DEFAULTS = {
     "filterHeights": [1, 3, 5, 7],
@@ -63,21 +68,22 @@ _FIELDS = (
 class CnnSpace(SearchSpace):
     name = SPACE_NAME
 
-    def __init__(self, options: Optional[Mapping] = None, where: str = "search.spaceOptions"):
-        o = opt.resolve(options, DEFAULTS, where)
+    def __init__(self, options: Optional[Mapping] = None, where: str = "spec.search.spaceOptions"):
+        o = F.resolve(options, DEFAULTS, where)
         for key in ("filterHeights", "filterWidths", "numFilters", "strides"):
-            opt.check_choice_list(o[key], f"{where}.{key}", positive_int=True)
+            F.choice_list(o[key], f"{where}.{key}", positive_int=True, maximum=MAX_SIZE)
         for key in ("poolKernel", "poolStride"):
-            opt.check_positive(o[key], f"{where}.{key}", integer=True)
+            F.integer(o[key], f"{where}.{key}", 1, MAX_SIZE)
         cur = o["curriculum"]
-        for key, zero_ok in (("startLayers", False), ("stepLayers", True),
-                             ("everySamples", False), ("maxLayers", False)):
-            opt.check_positive(cur[key], f"{where}.curriculum.{key}", integer=True, zero_ok=zero_ok)
+        for key, low, high in (("startLayers", 1, MAX_LAYERS), ("stepLayers", 0, MAX_LAYERS),
+                               ("everySamples", 1, MAX_TRIALS), ("maxLayers", 1, MAX_LAYERS)):
+            F.integer(cur[key], f"{where}.curriculum.{key}", low, high)
         if cur["maxLayers"] < cur["startLayers"]:
-            opt.fail(f"{where}.curriculum.maxLayers",
+            F.fail(f"{where}.curriculum.maxLayers",
                      f"must be >= startLayers ({cur['startLayers']}), got {cur['maxLayers']}")
         if o["poolingAt"]:
-            opt.check_choice_list(o["poolingAt"], f"{where}.poolingAt", positive_int=True)
+            F.choice_list(o["poolingAt"], f"{where}.poolingAt", positive_int=True,
+                          maximum=MAX_LAYERS)
         o["poolingAt"] = sorted(o["poolingAt"])
         self._options = o
         self.skip_connections = o["skipConnections"]
@@ -87,7 +93,7 @@ class CnnSpace(SearchSpace):
                                  if len(o[src]) > 1]
         self._fixed = {key: o[src][0] for key, src in _FIELDS if len(o[src]) == 1}
         if not self._layer_decisions and not self.skip_connections:
-            opt.fail(where, "every choice list has one entry and skip connections are off: "
+            F.fail(where, "every choice list has one entry and skip connections are off: "
                             "there is nothing to search")
 
     # -- SearchSpace ---------------------------------------------------------------------

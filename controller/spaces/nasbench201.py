@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Sequence
 from kubenas.contracts import Architecture, ContractError
 from kubenas.contracts.architecture import NB201_EDGES, NB201_OPS, validate_nasbench201
 
-from kubenas.controller import options as opt
+from kubenas.contracts import fields as F
 from kubenas.controller.spaces.base import Action, Decision, SearchSpace
 
 SPACE_NAME = "nasbench201"
@@ -61,8 +61,8 @@ class NasBench201Space(SearchSpace):
 
     strategy_defaults = STRATEGY_DEFAULTS
 
-    def __init__(self, options: Optional[Mapping] = None, where: str = "search.spaceOptions"):
-        o = opt.resolve(options, DEFAULTS, where)
+    def __init__(self, options: Optional[Mapping] = None, where: str = "spec.search.spaceOptions"):
+        o = F.resolve(options, DEFAULTS, where)
         shared = o["sharedClassifier"]
         self.shared_classifier = shared
         keys = ["op"] * len(NB201_EDGES) if shared else [edge_key(e) for e in NB201_EDGES]

@@ -25,11 +25,12 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 from kubenas.contracts import Architecture, ContractError
+from kubenas.contracts import fields as F
 from kubenas.contracts.architecture import RNN_ACTIVATIONS, RNN_COMBINES, validate_rnn_cell
-from kubenas.controller import options as opt
 from kubenas.controller.spaces.base import Action, Decision, SearchSpace, flatten_actions
 
 SPACE_NAME = "rnn_cell"
+MAX_BASE = 64  # 127 nodes, 258 decisions per cell (the paper: base 8)
 
 DEFAULTS = {
     "base": 8,
@@ -41,13 +42,13 @@ DEFAULTS = {
 class RnnCellSpace(SearchSpace):
     name = SPACE_NAME
 
-    def __init__(self, options: Optional[Mapping] = None, where: str = "search.spaceOptions"):
-        o = opt.resolve(options, DEFAULTS, where)
-        base = o["base"]
+    def __init__(self, options: Optional[Mapping] = None, where: str = "spec.search.spaceOptions"):
+        o = F.resolve(options, DEFAULTS, where)
+        base = F.integer(o["base"], f"{where}.base", maximum=MAX_BASE)
         if base < 2 or base & (base - 1):
-            opt.fail(f"{where}.base", f"must be a power of two >= 2, got {base}")
-        opt.check_choice_list(o["combines"], f"{where}.combines", allowed=RNN_COMBINES)
-        opt.check_choice_list(o["activations"], f"{where}.activations", allowed=RNN_ACTIVATIONS)
+            F.fail(f"{where}.base", f"must be a power of two >= 2, got {base}")
+        F.choice_list(o["combines"], f"{where}.combines", allowed=RNN_COMBINES)
+        F.choice_list(o["activations"], f"{where}.activations", allowed=RNN_ACTIVATIONS)
         self._options = o
         self.base = base
         self.num_nodes = 2 * base - 1

@@ -38,15 +38,18 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
 
 
 def make_strategy(name: str, space: SearchSpace, options: Optional[Mapping] = None,
-                  seed: int = 0, *, where: str = "search.strategyOptions") -> Strategy:
+                  seed: int = 0, *, where: str = "spec.search.strategyOptions") -> Strategy:
     """The strategy ``name`` over ``space``; options are camelCase from the YAML, and an
-    unknown or ill-typed one raises ContractError naming ``<where>.<key>``."""
+    unknown or ill-typed one raises ContractError naming ``<where>.<key>``.
+    ``STRATEGIES`` holds exactly ``kubenas.contracts.names.STRATEGIES`` (tests/kubenas/test_names.py)."""
     if name not in STRATEGIES:
-        raise ContractError(f"search.strategy: unknown strategy {name!r} "
+        raise ContractError(f"spec.search.strategy: unknown strategy {name!r} "
                             f"(known: {', '.join(sorted(STRATEGIES))})")
     # A space may carry tuned defaults per strategy (``strategy_defaults``, e.g. nasbench201);
     # the experiment's own options override them.
     defaults = dict(getattr(space, "strategy_defaults", {}).get(name, {}))
+    if options is not None and not isinstance(options, Mapping):
+        raise ContractError(f"{where}: must be a mapping, got {type(options).__name__}")
     return STRATEGIES[name](space, {**defaults, **dict(options or {})}, seed, where=where)
 
 

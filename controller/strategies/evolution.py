@@ -25,24 +25,26 @@ from __future__ import annotations
 import random
 from typing import Mapping, Optional
 
-from kubenas.controller import options as opt
+from kubenas.contracts import fields as F
 from kubenas.controller.serialize import random_state, set_random_state
 from kubenas.controller.spaces.base import Action, SearchSpace
 from kubenas.controller.strategies.base import Feedback, Proposal, Strategy
+from kubenas.experiment import MAX_TRIALS
 
 DEFAULTS = {"populationSize": 100, "sampleSize": 25}  # Real et al.'s P and S
+MAX_POPULATION = MAX_TRIALS  # a population never outgrows the samples an experiment takes
 
 
 class EvolutionStrategy(Strategy):
     name = "evolution"
 
     def __init__(self, space: SearchSpace, options: Optional[Mapping] = None, seed: int = 0,
-                 where: str = "search.strategyOptions") -> None:
-        o = opt.resolve(options, DEFAULTS, where)
-        opt.check_positive(o["populationSize"], f"{where}.populationSize", integer=True)
-        opt.check_positive(o["sampleSize"], f"{where}.sampleSize", integer=True)
+                 where: str = "spec.search.strategyOptions") -> None:
+        o = F.resolve(options, DEFAULTS, where)
+        F.integer(o["populationSize"], f"{where}.populationSize", 1, MAX_POPULATION)
+        F.integer(o["sampleSize"], f"{where}.sampleSize", 1, MAX_POPULATION)
         if o["sampleSize"] > o["populationSize"]:
-            opt.fail(f"{where}.sampleSize", f"must be <= populationSize ({o['populationSize']}), "
+            F.fail(f"{where}.sampleSize", f"must be <= populationSize ({o['populationSize']}), "
                                             f"got {o['sampleSize']}")
         self.options = o
         self.space = space

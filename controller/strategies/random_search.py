@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Mapping, Optional
 
-from kubenas.controller import options as opt
+from kubenas.contracts import fields as F
 from kubenas.controller.serialize import random_state, set_random_state
 from kubenas.controller.spaces.base import SearchSpace
 from kubenas.controller.strategies.base import Feedback, Proposal, Strategy
@@ -22,8 +22,8 @@ class RandomStrategy(Strategy):
     name = "random"
 
     def __init__(self, space: SearchSpace, options: Optional[Mapping] = None, seed: int = 0,
-                 where: str = "search.strategyOptions") -> None:
-        self.options = opt.resolve(options, DEFAULTS, where)
+                 where: str = "spec.search.strategyOptions") -> None:
+        self.options = F.resolve(options, DEFAULTS, where)
         self.space = space
         self.rng = random.Random(seed)
         self.num_sampled = 0

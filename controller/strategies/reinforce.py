@@ -40,7 +40,8 @@ from typing import Mapping, Optional
 
 import torch
 
-from kubenas.controller import options as opt
+from kubenas.contracts import fields as F
+from kubenas.contracts.result import REWARD_LIMIT
 from kubenas.controller.policy import LSTMPolicy
 from kubenas.controller.serialize import from_json, generator_state, set_generator_state, to_json
 from kubenas.controller.spaces.base import SearchSpace
@@ -61,25 +62,30 @@ DEFAULTS = {
     "rankWindow": 100,
     "failureReward": None,
 }
+# Upper bounds of the counts: far above the paper's (2 layers, 35 units, m = 1..8), low
+# enough that a typo cannot make the policy allocate gigabytes before the first sample.
+MAX_COUNTS = {"lstmLayers": 8, "hiddenSize": 2048, "batchSize": 10_000, "accumulate": 10_000,
+              "rankWindow": 1_000_000}
 
 
 class ReinforceStrategy(Strategy):
     name = "reinforce"
 
     def __init__(self, space: SearchSpace, options: Optional[Mapping] = None, seed: int = 0,
-                 where: str = "search.strategyOptions") -> None:
-        o = opt.resolve(options, DEFAULTS, where)
-        for key in ("lstmLayers", "hiddenSize", "batchSize", "accumulate", "rankWindow"):
-            opt.check_positive(o[key], f"{where}.{key}", integer=True)
+                 where: str = "spec.search.strategyOptions") -> None:
+        o = F.resolve(options, DEFAULTS, where)
+        for key, high in MAX_COUNTS.items():
+            F.integer(o[key], f"{where}.{key}", 1, high)
         for key in ("initRange", "learningRate"):
-            opt.check_positive(o[key], f"{where}.{key}")
-        opt.check_positive(o["entropyWeight"], f"{where}.entropyWeight", zero_ok=True)
-        if not 0.0 <= o["baselineDecay"] <= 1.0:
-            opt.fail(f"{where}.baselineDecay", f"must be in [0, 1], got {o['baselineDecay']}")
+            F.number(o[key], f"{where}.{key}", minimum=0, min_exclusive=True)
+        F.number(o["entropyWeight"], f"{where}.entropyWeight", minimum=0)
+        F.number(o["baselineDecay"], f"{where}.baselineDecay", minimum=0, maximum=1)
         if o["gradClip"] is not None:
-            opt.check_positive(o["gradClip"], f"{where}.gradClip")
-        opt.check_choice(o["optimizer"], ("adam", "sgd"), f"{where}.optimizer")
-        opt.check_choice(o["rewardShaping"], ("none", "rank"), f"{where}.rewardShaping")
+            F.number(o["gradClip"], f"{where}.gradClip", minimum=0, min_exclusive=True)
+        if o["failureReward"] is not None:
+            F.number(o["failureReward"], f"{where}.failureReward", -REWARD_LIMIT, REWARD_LIMIT)
+        F.choice(o["optimizer"], ("adam", "sgd"), f"{where}.optimizer")
+        F.choice(o["rewardShaping"], ("none", "rank"), f"{where}.rewardShaping")
         self.options = o
         self.space = space
         self.seed = seed

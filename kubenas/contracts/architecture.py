@@ -43,30 +43,20 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
 from kubenas.contracts.errors import ContractError
+from kubenas.contracts.fields import integer, is_int, require
+from kubenas.contracts.names import SPACES
 
 API_VERSION = "kubenas.dev/v1"
 KIND = "Architecture"
-SPACES = ("cnn", "rnn_cell", "nasbench201")
 
 CNN_LAYER_TYPES = ("conv", "maxpool", "avgpool")
 RNN_COMBINES = ("add", "elem_mult", "max")
 RNN_ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "sin")
 NB201_OPS = ("none", "skip_connect", "conv_1x1", "conv_3x3", "avg_pool_3x3")
 NB201_EDGES = ("1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2")
-
-
-def _require(cond: bool, where: str, msg: str) -> None:
-    if not cond:
-        raise ContractError(f"{where}: {msg}")
-
-
-def _pos_int(value: Any, where: str) -> int:
-    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-             where, f"must be a positive integer, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -90,19 +80,19 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, doc: Mapping, where: str = "architecture") -> "Architecture":
-        _require(isinstance(doc, Mapping), where, f"must be a mapping, got {type(doc).__name__}")
+        require(isinstance(doc, Mapping), where, f"must be a mapping, got {type(doc).__name__}")
         api = doc.get("apiVersion", API_VERSION)
-        _require(api == API_VERSION, f"{where}.apiVersion",
-                 f"unsupported version {api!r} (this kubenas reads {API_VERSION!r})")
+        require(api == API_VERSION, f"{where}.apiVersion",
+                f"unsupported version {api!r} (this kubenas reads {API_VERSION!r})")
         kind = doc.get("kind", KIND)
-        _require(kind == KIND, f"{where}.kind", f"must be {KIND!r}, got {kind!r}")
+        require(kind == KIND, f"{where}.kind", f"must be {KIND!r}, got {kind!r}")
         space = doc.get("space")
-        _require(space in SPACES, f"{where}.space", f"must be one of {list(SPACES)}, got {space!r}")
+        require(space in SPACES, f"{where}.space", f"must be one of {list(SPACES)}, got {space!r}")
         tokens = doc.get("tokens", [])
-        _require(isinstance(tokens, list) and all(isinstance(t, int) for t in tokens),
-                 f"{where}.tokens", "must be a list of integers")
+        require(isinstance(tokens, list) and all(is_int(t) for t in tokens),
+                f"{where}.tokens", "must be a list of integers")
         spec = doc.get("spec")
-        _require(isinstance(spec, Mapping), f"{where}.spec", "is required and must be a mapping")
+        require(isinstance(spec, Mapping), f"{where}.spec", "is required and must be a mapping")
         VALIDATORS[space](spec, f"{where}.spec")
         return cls(space=space, spec=copy.deepcopy(dict(spec)), tokens=list(tokens))
 
@@ -124,69 +114,69 @@ class Architecture:
 
 def validate_cnn(spec: Mapping, where: str) -> None:
     layers = spec.get("layers")
-    _require(isinstance(layers, list) and layers, f"{where}.layers", "must be a non-empty list")
+    require(isinstance(layers, list) and layers, f"{where}.layers", "must be a non-empty list")
     seen = {"input"}
     for i, layer in enumerate(layers):
         w = f"{where}.layers[{i}]"
-        _require(isinstance(layer, Mapping), w, "must be a mapping")
+        require(isinstance(layer, Mapping), w, "must be a mapping")
         name = layer.get("name")
-        _require(isinstance(name, str) and name, f"{w}.name", "must be a non-empty string")
-        _require(name not in seen, f"{w}.name", f"duplicate or reserved layer name {name!r}")
+        require(isinstance(name, str) and name, f"{w}.name", "must be a non-empty string")
+        require(name not in seen, f"{w}.name", f"duplicate or reserved layer name {name!r}")
         ltype = layer.get("type", "conv")
-        _require(ltype in CNN_LAYER_TYPES, f"{w}.type",
-                 f"must be one of {list(CNN_LAYER_TYPES)}, got {ltype!r}")
+        require(ltype in CNN_LAYER_TYPES, f"{w}.type",
+                f"must be one of {list(CNN_LAYER_TYPES)}, got {ltype!r}")
         inputs = layer.get("inputs", [])
-        _require(isinstance(inputs, list), f"{w}.inputs", "must be a list of layer names")
+        require(isinstance(inputs, list), f"{w}.inputs", "must be a list of layer names")
         for j, src in enumerate(inputs):
-            _require(src in seen, f"{w}.inputs[{j}]",
-                     f"{src!r} is not 'input' or an earlier layer's name")
+            require(isinstance(src, str) and src in seen, f"{w}.inputs[{j}]",
+                    f"{src!r} is not 'input' or an earlier layer's name")
         for key in ("filter_height", "filter_width"):
-            _pos_int(layer.get(key), f"{w}.{key}")
+            integer(layer.get(key), f"{w}.{key}", minimum=1)
         for key in ("stride_height", "stride_width"):
-            _pos_int(layer.get(key, 1), f"{w}.{key}")
+            integer(layer.get(key, 1), f"{w}.{key}", minimum=1)
         if ltype == "conv":
-            _pos_int(layer.get("num_filters"), f"{w}.num_filters")
+            integer(layer.get("num_filters"), f"{w}.num_filters", minimum=1)
         seen.add(name)
 
 
 def validate_rnn_cell(spec: Mapping, where: str) -> None:
     base = spec.get("base")
-    _pos_int(base, f"{where}.base")
-    _require(base >= 2 and (base & (base - 1)) == 0, f"{where}.base",
-             f"must be a power of two >= 2, got {base}")
+    integer(base, f"{where}.base", minimum=1)
+    require(base >= 2 and (base & (base - 1)) == 0, f"{where}.base",
+            f"must be a power of two >= 2, got {base}")
     nodes = spec.get("nodes")
     n_nodes = 2 * base - 1
-    _require(isinstance(nodes, list) and len(nodes) == n_nodes, f"{where}.nodes",
-             f"must list {n_nodes} nodes for base {base}")
+    require(isinstance(nodes, list) and len(nodes) == n_nodes, f"{where}.nodes",
+            f"must list {n_nodes} nodes for base {base}")
     for i, node in enumerate(nodes):
         w = f"{where}.nodes[{i}]"
-        _require(isinstance(node, Mapping), w, "must be a mapping")
-        _require(node.get("combine") in RNN_COMBINES, f"{w}.combine",
-                 f"must be one of {list(RNN_COMBINES)}, got {node.get('combine')!r}")
-        _require(node.get("activation") in RNN_ACTIVATIONS, f"{w}.activation",
-                 f"must be one of {list(RNN_ACTIVATIONS)}, got {node.get('activation')!r}")
+        require(isinstance(node, Mapping), w, "must be a mapping")
+        require(node.get("combine") in RNN_COMBINES, f"{w}.combine",
+                f"must be one of {list(RNN_COMBINES)}, got {node.get('combine')!r}")
+        require(node.get("activation") in RNN_ACTIVATIONS, f"{w}.activation",
+                f"must be one of {list(RNN_ACTIVATIONS)}, got {node.get('activation')!r}")
     inject = spec.get("cell_inject")
-    _require(isinstance(inject, Mapping), f"{where}.cell_inject", "is required")
+    require(isinstance(inject, Mapping), f"{where}.cell_inject", "is required")
     node = inject.get("node")
-    _require(isinstance(node, int) and 0 <= node < n_nodes - 1, f"{where}.cell_inject.node",
-             f"must be a non-root node index in [0, {n_nodes - 2}], got {node!r}")
-    _require(inject.get("combine") in RNN_COMBINES, f"{where}.cell_inject.combine",
-             f"must be one of {list(RNN_COMBINES)}")
-    _require(inject.get("activation") in RNN_ACTIVATIONS, f"{where}.cell_inject.activation",
-             f"must be one of {list(RNN_ACTIVATIONS)}")
+    require(isinstance(node, int) and 0 <= node < n_nodes - 1, f"{where}.cell_inject.node",
+            f"must be a non-root node index in [0, {n_nodes - 2}], got {node!r}")
+    require(inject.get("combine") in RNN_COMBINES, f"{where}.cell_inject.combine",
+            f"must be one of {list(RNN_COMBINES)}")
+    require(inject.get("activation") in RNN_ACTIVATIONS, f"{where}.cell_inject.activation",
+            f"must be one of {list(RNN_ACTIVATIONS)}")
     idx = spec.get("cell_index")
-    _require(isinstance(idx, int) and 0 <= idx < n_nodes - 1, f"{where}.cell_index",
-             f"must be a non-root node index in [0, {n_nodes - 2}], got {idx!r}")
+    require(isinstance(idx, int) and 0 <= idx < n_nodes - 1, f"{where}.cell_index",
+            f"must be a non-root node index in [0, {n_nodes - 2}], got {idx!r}")
 
 
 def validate_nasbench201(spec: Mapping, where: str) -> None:
     edges = spec.get("edges")
-    _require(isinstance(edges, Mapping), f"{where}.edges", "must be a mapping")
-    _require(set(edges) == set(NB201_EDGES), f"{where}.edges",
-             f"must have exactly the edges {list(NB201_EDGES)}")
+    require(isinstance(edges, Mapping), f"{where}.edges", "must be a mapping")
+    require(set(edges) == set(NB201_EDGES), f"{where}.edges",
+            f"must have exactly the edges {list(NB201_EDGES)}")
     for e in NB201_EDGES:
-        _require(edges[e] in NB201_OPS, f"{where}.edges[{e!r}]",
-                 f"must be one of {list(NB201_OPS)}, got {edges[e]!r}")
+        require(edges[e] in NB201_OPS, f"{where}.edges[{e!r}]",
+                f"must be one of {list(NB201_OPS)}, got {edges[e]!r}")
 
 
 VALIDATORS = {"cnn": validate_cnn, "rnn_cell": validate_rnn_cell,

@@ -24,8 +24,12 @@ def test_registries():
 def test_unknown_strategy_option_names_the_key_and_lists_the_known_ones():
     with pytest.raises(ContractError) as err:
         make_strategy("reinforce", make_space("cnn"), {"lerningRate": 0.1}, 0)
+    assert str(err.value) == ("spec.search.strategyOptions.lerningRate: unknown option "
+                              "(did you mean 'learningRate'?)")
+    with pytest.raises(ContractError) as err:
+        make_strategy("reinforce", make_space("cnn"), {"zzz": 0.1}, 0)
     msg = str(err.value)
-    assert msg.startswith("search.strategyOptions.lerningRate: unknown option (known: ")
+    assert msg.startswith("spec.search.strategyOptions.zzz: unknown option (known: ")
     assert "learningRate" in msg and "baselineDecay" in msg
     with pytest.raises(ContractError, match=r"^spec\.search\.strategyOptions\.sampleSize: unknown"):
         make_strategy("random", make_space("cnn"), {"sampleSize": 3}, 0,
@@ -36,7 +40,7 @@ def test_unknown_strategy_option_names_the_key_and_lists_the_known_ones():
     ("reinforce", {"learningRate": "fast"}, "learningRate: must be a number"),
     ("reinforce", {"learningRate": 0}, "learningRate: must be a number > 0"),
     ("reinforce", {"batchSize": 2.5}, "batchSize: must be an integer"),
-    ("reinforce", {"baselineDecay": 1.5}, "baselineDecay: must be in"),
+    ("reinforce", {"baselineDecay": 1.5}, "baselineDecay: must be a number in"),
     ("reinforce", {"optimizer": "rmsprop"}, "optimizer: must be one of"),
     ("reinforce", {"rewardShaping": "log"}, "rewardShaping: must be one of"),
     ("evolution", {"populationSize": 5, "sampleSize": 6}, "sampleSize: must be <="),

@@ -47,11 +47,55 @@ def test_good_file_parses():
     ("spec.workerPools.0.maxInFlight", 0, "spec.workerPools[0].maxInFlight"),
     ("spec.storage", {"url": "s3://key:secret@bucket/x"}, "spec.storage.url: must not carry credentials"),
     ("kind", "Job", "kind: must be 'Experiment'"),
+    # unknown keys at every level, with a "did you mean"
+    ("bogus", 1, "bogus: unknown field (known: apiVersion, kind, metadata, spec)"),
+    ("spek", {}, "spek: unknown field (did you mean 'spec'?)"),
+    ("metadata.nmae", "x", "metadata.nmae: unknown field (did you mean 'name'?)"),
+    ("spec.budget.maxTrails", 3, "spec.budget.maxTrails: unknown field (did you mean 'maxTrials'?)"),
+    ("spec.workerPools.0.maxInFligth", 3, "spec.workerPools[0].maxInFligth: unknown field (did you mean"),
+    ("spec.workerPools.0.resources", {"cpu": "1", "gpu": 1}, "spec.workerPools[0].resources.gpu: unknown"),
+    ("spec.workerPools.0.tolerations", [{"key": "a", "efect": "NoSchedule"}],
+     "spec.workerPools[0].tolerations[0].efect: unknown field (did you mean 'effect'?)"),
+    ("spec.workerPools.0.affinity", {"nodeAfinity": {}}, "spec.workerPools[0].affinity.nodeAfinity: unknown"),
+    ("spec.jobSettings", {"backofLimit": 1}, "spec.jobSettings.backofLimit: unknown field (did you mean"),
+    ("spec.storage", {"urll": "s3://b/p"}, "spec.storage.urll: unknown field (did you mean 'url'?)"),
+    # spec.controller
+    ("spec.controller", {"replicas": "two"}, "spec.controller.replicas: must be an integer >= 1, got 'two'"),
+    ("spec.controller", {"replicas": 17}, "spec.controller.replicas: must be an integer <= 16, got 17"),
+    ("spec.controller", {"replica": 2}, "spec.controller.replica: unknown field (did you mean 'replicas'?)"),
+    ("spec.controller", {"resources": {"requests": {"cpu": "lots"}}},
+     "spec.controller.resources.requests.cpu: must be a Kubernetes quantity"),
+    ("spec.controller", {"nodeSelector": {"pool": 1}}, "spec.controller.nodeSelector.pool: must be a string"),
+    ("spec.controller", [], "spec.controller: must be a mapping, got list"),
+    # upper bounds
+    ("spec.budget.maxTrials", 1_000_001, "spec.budget.maxTrials: must be an integer <= 1000000"),
+    ("spec.workerPools.0.maxInFlight", 10_001, "spec.workerPools[0].maxInFlight: must be an integer <= 10000"),
+    ("spec.parallelism", 10_001, "spec.parallelism: must be an integer <= 10000"),
+    ("spec.search.seed", 2**32, "spec.search.seed: must be an integer <= 4294967295"),
+    ("spec.jobSettings", {"activeDeadlineSeconds": 0}, "spec.jobSettings.activeDeadlineSeconds: must be an integer >= 1"),
 ])
 def test_bad_fields_are_named(path, value, message):
     with pytest.raises(ContractError) as err:
         parse_experiment(_with(path, value))
     assert message in str(err.value)
+
+
+def test_spec_controller_is_kept_when_valid():
+    doc = _with("spec.controller", {"replicas": 16, "resources": {"requests": {"cpu": "500m"}},
+                                    "nodeSelector": {"pool": "a"}, "tolerations": [{"operator": "Exists"}],
+                                    "affinity": {"nodeAffinity": {}}})
+    assert parse_experiment(doc).controller["replicas"] == 16
+    assert parse_experiment(_with("spec.budget.maxTrials", 1_000_000)).max_trials == 1_000_000
+
+
+def test_deep_nesting_is_refused_with_the_path():
+    deep = {}
+    node = deep
+    for _ in range(100):
+        node["a"] = {}
+        node = node["a"]
+    with pytest.raises(ContractError, match=r"^spec\.search\.spaceOptions\.a\.a.*: nested deeper than 32"):
+        parse_experiment(_with("spec.search.spaceOptions", deep))
 
 
 def test_duplicate_pool_names_rejected():

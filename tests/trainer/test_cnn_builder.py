@@ -142,7 +142,7 @@ def test_unbuildable_descriptions_raise_architecture_error(make_layer):
     with pytest.raises(ArchitectureError, match=r"layers\[1\]\.inputs\[0\].*'nope'"):
         build_cnn(bad_input, (1, 8, 8), 10)
     zero = Architecture(space="cnn", spec={"layers": [make_layer("a", filters=0)]})
-    with pytest.raises(ArchitectureError, match=r"num_filters: must be a positive integer"):
+    with pytest.raises(ArchitectureError, match=r"num_filters: must be an integer >= 1"):
         build_cnn(zero, (1, 8, 8), 10)
     with pytest.raises(ArchitectureError, match="space 'cnn'"):
         build_cnn(Architecture(space="rnn_cell", spec={}), (1, 8, 8), 10)

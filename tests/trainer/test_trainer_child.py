@@ -231,7 +231,7 @@ def test_nasbench201_is_not_trained_by_a_child(tmp_path):
 def test_trainer_config_errors_raise_naming_the_field(tmp_path, small_cnn):
     from kubenas.contracts import ContractError
 
-    with pytest.raises(ContractError, match=r"^trainer\.epochs: must be a positive integer, got 0"):
+    with pytest.raises(ContractError, match=r"^trainer\.epochs: must be an integer >= 1, got 0"):
         train_child("c", "exp", small_cnn, {"epochs": 0}, LocalStore(tmp_path))
 
 

@@ -31,15 +31,15 @@ def test_design_doc_example_round_trips():
 
 
 @pytest.mark.parametrize("doc, message", [
-    ({"epochs": 0}, "trainer.epochs: must be a positive integer, got 0"),
-    ({"epochs": True}, "trainer.epochs: must be a positive integer, got True"),
-    ({"batchSize": 2.5}, "trainer.batchSize: must be a positive integer, got 2.5"),
-    ({"learningRate": -1}, "trainer.learningRate: must be a positive number, got -1"),
+    ({"epochs": 0}, "trainer.epochs: must be an integer >= 1, got 0"),
+    ({"epochs": True}, "trainer.epochs: must be an integer >= 1, got True"),
+    ({"batchSize": 2.5}, "trainer.batchSize: must be an integer >= 1, got 2.5"),
+    ({"learningRate": -1}, "trainer.learningRate: must be a number > 0, got -1"),
     ({"momentum": 1.5}, "trainer.momentum: must be a number in [0, 1), got 1.5"),
-    ({"weightDecay": "x"}, "trainer.weightDecay: must be a non-negative number, got 'x'"),
+    ({"weightDecay": "x"}, "trainer.weightDecay: must be a number >= 0, got 'x'"),
     ({"validationSize": 1.0}, "trainer.validationSize: must be a fraction in (0, 1) or a positive count"),
     ({"validationSize": 0}, "trainer.validationSize: must be a fraction in (0, 1) or a positive count"),
-    ({"maxParameters": 0}, "trainer.maxParameters: must be a positive integer, got 0"),
+    ({"maxParameters": 0}, "trainer.maxParameters: must be an integer >= 1, got 0"),
     ({"dataset": {"name": "imagenet"}}, "trainer.dataset.name: must be one of"),
     ({"dataset": {"name": "digits", "root": "/x"}}, "trainer.dataset.root: unknown field"),
     ({"nesterov": True, "momentum": 0}, "trainer.nesterov: Nesterov momentum needs momentum > 0"),

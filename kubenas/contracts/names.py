@@ -1,0 +1,14 @@
+"""The names an experiment may use for its search space, strategy and data set: the one
+definition the spec parser (``kubenas.experiment``), the architecture contract, the CRD enums
+and the registries (``kubenas.controller.spaces.SPACES``,
+``kubenas.controller.strategies.STRATEGIES``, ``kubenas.trainer.config.DATASETS``) are tested
+against (tests/kubenas/test_names.py). Stdlib only, so the operator can read it without torch.
+"""
+
+SPACES = ("cnn", "rnn_cell", "nasbench201")
+STRATEGIES = ("reinforce", "random", "evolution")
+DATASETS = ("digits", "fashion_mnist", "cifar10", "ptb")
+
+# What an experiment gets when ``spec.search`` names none (the CRD's ``default:`` too).
+DEFAULT_SPACE = "cnn"
+DEFAULT_STRATEGY = "reinforce"
