@@ -29,7 +29,7 @@ MAX_NAME_LENGTH = 50  # leaves room for "-<index:05d>" and Job/pod suffixes in 6
 
 # Upper bounds: far above the paper's scale (12,800 trials, 800 in flight), low enough that a
 # typo (an extra zero or three) is refused before it allocates or schedules anything. The
-# CRD's maxima are tested against these (tests/kubenas/test_names.py).
+# CRD's maxima are tested against these (tests/kubenas/test_crd_agrees.py).
 MAX_TRIALS = 1_000_000
 MAX_IN_FLIGHT = 10_000
 MAX_REPLICAS = 16

@@ -29,7 +29,7 @@ def make_space(name: str, options: Optional[Mapping] = None, *,
                where: str = "spec.search.spaceOptions") -> SearchSpace:
     """The search space ``name`` configured by ``options`` (camelCase, from the YAML); an
     unknown or ill-typed option raises ContractError naming ``<where>.<key>``.
-    ``SPACES`` holds exactly ``kubenas.contracts.names.SPACES`` (tests/kubenas/test_names.py)."""
+    ``SPACES`` holds exactly ``kubenas.contracts.names.SPACES`` (tests/kubenas/test_crd_agrees.py)."""
     if name not in SPACES:
         raise ContractError(f"spec.search.space: unknown space {name!r} "
                             f"(known: {', '.join(sorted(SPACES))})")

@@ -41,7 +41,7 @@ def make_strategy(name: str, space: SearchSpace, options: Optional[Mapping] = No
                   seed: int = 0, *, where: str = "spec.search.strategyOptions") -> Strategy:
     """The strategy ``name`` over ``space``; options are camelCase from the YAML, and an
     unknown or ill-typed one raises ContractError naming ``<where>.<key>``.
-    ``STRATEGIES`` holds exactly ``kubenas.contracts.names.STRATEGIES`` (tests/kubenas/test_names.py)."""
+    ``STRATEGIES`` holds exactly ``kubenas.contracts.names.STRATEGIES`` (tests/kubenas/test_crd_agrees.py)."""
     if name not in STRATEGIES:
         raise ContractError(f"spec.search.strategy: unknown strategy {name!r} "
                             f"(known: {', '.join(sorted(STRATEGIES))})")

@@ -64,7 +64,7 @@ DEFAULTS = {
 }
 # Upper bounds of the counts: far above the paper's (2 layers, 35 units, m = 1..8), low
 # enough that a typo cannot make the policy allocate gigabytes before the first sample.
-MAX_COUNTS = {"lstmLayers": 8, "hiddenSize": 2048, "batchSize": 10_000, "accumulate": 10_000,
+MAX_COUNTS = {"lstmLayers": 8, "hiddenSize": 1024, "batchSize": 10_000, "accumulate": 10_000,
               "rankWindow": 1_000_000}
 
 

@@ -2,7 +2,7 @@
 definition the spec parser (``kubenas.experiment``), the architecture contract, the CRD enums
 and the registries (``kubenas.controller.spaces.SPACES``,
 ``kubenas.controller.strategies.STRATEGIES``, ``kubenas.trainer.config.DATASETS``) are tested
-against (tests/kubenas/test_names.py). Stdlib only, so the operator can read it without torch.
+against (tests/kubenas/test_crd_agrees.py). Stdlib only, so the operator can read it without torch.
 """
 
 SPACES = ("cnn", "rnn_cell", "nasbench201")
