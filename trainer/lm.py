@@ -68,9 +68,11 @@ from torch import Tensor, nn
 
 from kubenas.contracts import Architecture, ContractError, EpochMetrics
 from kubenas.trainer.builders.rnn_cell import RNNTreeLayer, parse_cell
+from kubenas.contracts import fields as checks
 from kubenas.contracts.fields import fail as _fail
-from kubenas.contracts.fields import is_int as _is_int
-from kubenas.contracts.fields import is_number as _is_num
+from kubenas.contracts.result import REWARD_LIMIT
+from kubenas.trainer.config import (MAX_BATCH, MAX_EPOCHS, MAX_PARAMETERS, MAX_SEED, MAX_THREADS,
+                                    _device)
 from kubenas.trainer.errors import ArchitectureError, ChildFailure, OutOfMemory, TooLarge, TrainingError
 
 log = logging.getLogger("kubenas.trainer")
@@ -115,44 +117,36 @@ _SHARED_IMAGE_DEFAULTS = {"epochs": 5, "batchSize": 64, "evalBatchSize": 512, "l
                           "device": "auto", "numThreads": None, "saveModel": False}
 
 
+# Upper bounds of the counts (kubenas.trainer.config's where the keys are shared).
+_MAX_COUNTS = {"epochs": MAX_EPOCHS, "batchSize": MAX_BATCH, "evalBatchSize": MAX_BATCH,
+               "bptt": 100_000, "embeddingSize": 65_536, "hiddenSize": 65_536, "layers": 64,
+               "maxTokens": 10**12, "maxEvalTokens": 10**12, "maxParameters": MAX_PARAMETERS,
+               "numThreads": MAX_THREADS}
+
+
 def _check_value(key: str, v: Any, w: str) -> Any:
-    if key in _POS_INT:
-        if not (_is_int(v) and v > 0):
-            _fail(w, f"must be a positive integer, got {v!r}")
-    elif key in _OPT_POS_INT:
-        if v is not None and not (_is_int(v) and v > 0):
-            _fail(w, f"must be a positive integer or null, got {v!r}")
-    elif key in _PROB:
-        if not (_is_num(v) and 0 <= v < 1):
-            _fail(w, f"must be a probability in [0, 1), got {v!r}")
-        v = float(v)
-    elif key in _POS_NUM:
-        if not (_is_num(v) and v > 0):
-            _fail(w, f"must be a positive number, got {v!r}")
-        v = float(v)
-    elif key == "lrDecay":
-        if not (_is_num(v) and v >= 1):
-            _fail(w, f"must be a number >= 1 (1: no decay), got {v!r}")
-        v = float(v)
-    elif key == "weightDecay":
-        if not (_is_num(v) and v >= 0):
-            _fail(w, f"must be a non-negative number, got {v!r}")
-        v = float(v)
-    elif key == "divergencePerplexity":
-        if v is not None and not (_is_num(v) and v > 1):
-            _fail(w, f"must be a number > 1, or null for the vocabulary size, got {v!r}")
-        v = None if v is None else float(v)
-    elif key in _BOOL:
-        if not isinstance(v, bool):
-            _fail(w, f"must be true or false, got {v!r}")
-    elif key == "seed":
-        if not (_is_int(v) and v >= 0):
-            _fail(w, f"must be a non-negative integer, got {v!r}")
-    elif key == "device":
-        ok = isinstance(v, str) and (v in ("auto", "cpu", "cuda") or
-                                     (v.startswith("cuda:") and v[5:].isdigit()))
-        if not ok:
-            _fail(w, f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+    if key in _POS_INT or (key in _OPT_POS_INT and v is not None):
+        return checks.integer(v, w, 1, _MAX_COUNTS[key])
+    if key in _OPT_POS_INT:
+        return None
+    if key in _PROB:
+        return checks.number(v, w, minimum=0, maximum=1, max_exclusive=True)
+    if key == "rewardC":  # reward = c / ppl**2 <= c: within the result contract's limit
+        return checks.number(v, w, minimum=0, maximum=REWARD_LIMIT, min_exclusive=True)
+    if key in _POS_NUM:
+        return checks.number(v, w, minimum=0, min_exclusive=True)
+    if key == "lrDecay":
+        return checks.number(v, w, minimum=1)
+    if key == "weightDecay":
+        return checks.number(v, w, minimum=0)
+    if key == "divergencePerplexity":
+        return None if v is None else checks.number(v, w, minimum=1, min_exclusive=True)
+    if key in _BOOL:
+        return checks.boolean(v, w)
+    if key == "seed":
+        return checks.integer(v, w, 0, MAX_SEED)
+    if key == "device":
+        return _device(v, w)
     return v
 
 

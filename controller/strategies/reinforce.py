@@ -125,8 +125,9 @@ class ReinforceStrategy(Strategy):
             return Feedback(index=index, applied=False, info={"reason": "unknown index"})
         if index not in self.pending:
             raise ValueError(f"reinforce: the result of sample {index} was already told")
-        if reward is not None and not math.isfinite(reward):
-            raise ValueError(f"reinforce: sample {index}: reward must be finite, got {reward!r}")
+        if reward is not None and not (math.isfinite(reward) and abs(reward) <= REWARD_LIMIT):
+            raise ValueError(f"reinforce: sample {index}: reward must be finite and within "
+                             f"+-{REWARD_LIMIT:g}, got {reward!r}")
         sample = self.pending.pop(index)
         staleness = self.version - sample["version"]
         if reward is None:

@@ -244,3 +244,14 @@ def test_non_finite_reward_is_refused_and_can_be_retold(h):
     with pytest.raises(ValueError, match="finite"):
         s.tell(p.index, float("nan"))
     assert s.tell(p.index, 0.5).applied
+
+
+def test_a_reward_beyond_the_result_contracts_limit_is_refused():
+    from kubenas.contracts.result import REWARD_LIMIT
+    from kubenas.controller.spaces.cnn import CnnSpace
+
+    s = make_strategy("reinforce", CnnSpace(), {}, seed=0)
+    index = s.ask().index
+    with pytest.raises(ValueError, match="within"):
+        s.tell(index, REWARD_LIMIT * 10)
+    assert s.tell(index, REWARD_LIMIT).applied is not None
