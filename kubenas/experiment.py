@@ -59,6 +59,10 @@ _QUANTITY = {"cpu": r"[0-9]+(\.[0-9]+)?m?",
              "memory": r"[0-9]+(\.[0-9]+)?([KMGTPE]i?|[eE][0-9]+)?",
              "any": r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?"}
 _SECRET_NAME = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+# Kubernetes label keys ([prefix/]name) and values, as the API server checks them.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = rf"([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}"
+_LABEL_VALUE = rf"({_LABEL_NAME})?"
 _ENDPOINT = r"https?://\S+"
 
 
@@ -132,8 +136,9 @@ def _parse_header(doc: dict) -> str:
         F.fail("kind", f"must be {KIND!r}, got {doc.get('kind')!r}")
     meta = F.mapping(doc.get("metadata"), "metadata", required=True)
     F.refuse_unknown(meta, _META_KEYS, "metadata")
-    for key in ("labels", "annotations"):
-        _string_map(meta.get(key), f"metadata.{key}")
+    _labels(meta.get("labels"), "metadata.labels")
+    for key in _string_map(meta.get("annotations"), "metadata.annotations"):
+        F.string(key, "metadata.annotations", pattern=_LABEL_KEY, what="label-style keys")
     if meta.get("namespace") is not None:
         F.string(meta["namespace"], "metadata.namespace", pattern=NAME_RE.pattern,
                  max_length=63, what="a DNS-1123 label")
@@ -202,7 +207,7 @@ def _parse_pool(value: Any, w: str) -> WorkerPool:
         _quantity(quantity, f"{w}.resources.{key}", _QUANTITY[key])
     return WorkerPool(
         name=name,
-        node_selector=_string_map(p.get("nodeSelector"), f"{w}.nodeSelector"),
+        node_selector=_labels(p.get("nodeSelector"), f"{w}.nodeSelector"),
         tolerations=_tolerations(p.get("tolerations"), f"{w}.tolerations"),
         gpus_per_trial=F.integer(p.get("gpusPerTrial", 0), f"{w}.gpusPerTrial", 0,
                                  MAX_GPUS_PER_TRIAL),
@@ -234,7 +239,7 @@ def _parse_controller(value: Any) -> dict:
     for part, quantities in resources.items():
         for key, quantity in _string_keys(quantities, f"{w}.resources.{part}").items():
             _quantity(quantity, f"{w}.resources.{part}.{key}", _QUANTITY["any"])
-    _string_map(opts.get("nodeSelector"), f"{w}.nodeSelector")
+    _labels(opts.get("nodeSelector"), f"{w}.nodeSelector")
     _tolerations(opts.get("tolerations"), f"{w}.tolerations")
     _affinity(opts.get("affinity"), f"{w}.affinity")
     return opts
@@ -255,6 +260,17 @@ def _string_map(value: Any, where: str) -> dict:
     for key, v in doc.items():
         if not isinstance(v, str):
             F.fail(f"{where}.{key}", f"must be a string, got {type(v).__name__}")
+    return doc
+
+
+def _labels(value: Any, where: str) -> dict:
+    """Label keys and values (metadata.labels, node selectors) the API server would accept."""
+    doc = _string_map(value, where)
+    for key, v in doc.items():
+        F.string(key, where, pattern=_LABEL_KEY, what="label keys like kubenas.dev/pool")
+        if v:
+            F.string(v, f"{where}.{key}", pattern=_LABEL_VALUE, max_length=63,
+                     what="a label value (at most 63 of A-Z a-z 0-9 - _ .)")
     return doc
 
 

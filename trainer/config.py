@@ -76,6 +76,8 @@ MAX_PARAMETERS = 10**12
 MAX_EXAMPLES = 10**9
 MAX_PADDING = 64
 MAX_SEED = 2**32 - 1
+MAX_LEARNING_RATE = 1000.0  # the LM's SGD runs at ~20; far beyond, every child diverges
+MAX_REWARD_EXPONENT = 100.0
 
 
 def _optional(check):
@@ -178,8 +180,8 @@ def _count(high: int, low: int = 1):
     return lambda v, w: F.integer(v, w, low, high)
 
 
-def _positive(v: Any, w: str) -> float:
-    return F.number(v, w, minimum=0, min_exclusive=True)
+def _positive(high: float):
+    return lambda v, w: F.number(v, w, minimum=0, maximum=high, min_exclusive=True)
 
 
 # camelCase key -> check(value, where) -> the dataclass field's value
@@ -189,13 +191,13 @@ _CHECKS = {
     "batchSize": _count(MAX_BATCH),
     "evalBatchSize": _count(MAX_BATCH),
     "channelsLast": F.boolean,
-    "learningRate": _positive,
+    "learningRate": _positive(MAX_LEARNING_RATE),
     "momentum": lambda v, w: F.number(v, w, minimum=0, maximum=1, max_exclusive=True),
     "nesterov": F.boolean,
     "weightDecay": lambda v, w: F.number(v, w, minimum=0),
     "lrSchedule": lambda v, w: F.choice(v, LR_SCHEDULES, w),
     "rewardWindow": _count(MAX_EPOCHS),
-    "rewardExponent": _positive,
+    "rewardExponent": _positive(MAX_REWARD_EXPONENT),
     "validationSize": _validation_size,
     "maxParameters": _optional(_count(MAX_PARAMETERS)),
     "augment": F.boolean,

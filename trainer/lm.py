@@ -71,8 +71,8 @@ from kubenas.trainer.builders.rnn_cell import RNNTreeLayer, parse_cell
 from kubenas.contracts import fields as checks
 from kubenas.contracts.fields import fail as _fail
 from kubenas.contracts.result import REWARD_LIMIT
-from kubenas.trainer.config import (MAX_BATCH, MAX_EPOCHS, MAX_PARAMETERS, MAX_SEED, MAX_THREADS,
-                                    _device)
+from kubenas.trainer.config import (MAX_BATCH, MAX_EPOCHS, MAX_LEARNING_RATE, MAX_PARAMETERS,
+                                    MAX_SEED, MAX_THREADS, _device)
 from kubenas.trainer.errors import ArchitectureError, ChildFailure, OutOfMemory, TooLarge, TrainingError
 
 log = logging.getLogger("kubenas.trainer")
@@ -133,6 +133,8 @@ def _check_value(key: str, v: Any, w: str) -> Any:
         return checks.number(v, w, minimum=0, maximum=1, max_exclusive=True)
     if key == "rewardC":  # reward = c / ppl**2 <= c: within the result contract's limit
         return checks.number(v, w, minimum=0, maximum=REWARD_LIMIT, min_exclusive=True)
+    if key == "learningRate":
+        return checks.number(v, w, minimum=0, maximum=MAX_LEARNING_RATE, min_exclusive=True)
     if key in _POS_NUM:
         return checks.number(v, w, minimum=0, min_exclusive=True)
     if key == "lrDecay":

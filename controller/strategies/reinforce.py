@@ -66,6 +66,8 @@ DEFAULTS = {
 # enough that a typo cannot make the policy allocate gigabytes before the first sample.
 MAX_COUNTS = {"lstmLayers": 8, "hiddenSize": 1024, "batchSize": 10_000, "accumulate": 10_000,
               "rankWindow": 1_000_000}
+# Rates beyond these turn the policy into inf/NaN in one step (the paper: lr 0.0006, init 0.08).
+MAX_RATES = {"initRange": 10.0, "learningRate": 10.0, "entropyWeight": 100.0}
 
 
 class ReinforceStrategy(Strategy):
@@ -76,9 +78,9 @@ class ReinforceStrategy(Strategy):
         o = F.resolve(options, DEFAULTS, where)
         for key, high in MAX_COUNTS.items():
             F.integer(o[key], f"{where}.{key}", 1, high)
-        for key in ("initRange", "learningRate"):
-            F.number(o[key], f"{where}.{key}", minimum=0, min_exclusive=True)
-        F.number(o["entropyWeight"], f"{where}.entropyWeight", minimum=0)
+        for key, high in MAX_RATES.items():
+            F.number(o[key], f"{where}.{key}", minimum=0, maximum=high,
+                     min_exclusive=key != "entropyWeight")
         F.number(o["baselineDecay"], f"{where}.baselineDecay", minimum=0, maximum=1)
         if o["gradClip"] is not None:
             F.number(o["gradClip"], f"{where}.gradClip", minimum=0, min_exclusive=True)
@@ -146,9 +148,11 @@ class ReinforceStrategy(Strategy):
 
         # log P(a_k) under the *current* parameters; the plan is rebuilt from the index.
         plan = self.space.plan(index)
-        log_prob, entropy = self.policy.log_prob(plan, _actions(sample["actions"]))
+        bonus = self.options["entropyWeight"]
+        log_prob, entropy = self.policy.log_prob(plan, _actions(sample["actions"]),
+                                                 with_entropy=bool(bonus))
         log_p_now = float(log_prob.detach())
-        loss = -(advantage * log_prob + self.options["entropyWeight"] * entropy)
+        loss = -(advantage * log_prob + bonus * entropy)
         (loss / self.samples_per_step).backward()  # accumulates into .grad
         self.in_step += 1
 

@@ -38,7 +38,7 @@ def test_unknown_strategy_option_names_the_key_and_lists_the_known_ones():
 
 @pytest.mark.parametrize("name, opts, where", [
     ("reinforce", {"learningRate": "fast"}, "learningRate: must be a number"),
-    ("reinforce", {"learningRate": 0}, "learningRate: must be a number > 0"),
+    ("reinforce", {"learningRate": 0}, "learningRate: must be a number in \\(0, 10\\]"),
     ("reinforce", {"batchSize": 2.5}, "batchSize: must be an integer"),
     ("reinforce", {"baselineDecay": 1.5}, "baselineDecay: must be a number in"),
     ("reinforce", {"optimizer": "rmsprop"}, "optimizer: must be one of"),

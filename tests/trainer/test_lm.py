@@ -138,7 +138,7 @@ def test_tiny_real_training_beats_the_uniform_guess_and_never_reads_test(monkeyp
 
 def test_a_diverging_child_is_a_failed_result_not_a_crash(tmp_path):
     store = LocalStore(tmp_path)
-    rec = lm.train_language_model("t-00001", "ptb-test", nas_cell(), dict(TINY, learningRate=1e6,
+    rec = lm.train_language_model("t-00001", "ptb-test", nas_cell(), dict(TINY, learningRate=1000,
                                                                           clipNorm=1e6), store)
     assert rec.status == "failed" and rec.reward is None
     assert rec.reason.startswith("Diverged: ")

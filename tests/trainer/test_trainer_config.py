@@ -34,7 +34,7 @@ def test_design_doc_example_round_trips():
     ({"epochs": 0}, "trainer.epochs: must be an integer >= 1, got 0"),
     ({"epochs": True}, "trainer.epochs: must be an integer >= 1, got True"),
     ({"batchSize": 2.5}, "trainer.batchSize: must be an integer >= 1, got 2.5"),
-    ({"learningRate": -1}, "trainer.learningRate: must be a number > 0, got -1"),
+    ({"learningRate": -1}, "trainer.learningRate: must be a number in (0, 1000], got -1"),
     ({"momentum": 1.5}, "trainer.momentum: must be a number in [0, 1), got 1.5"),
     ({"weightDecay": "x"}, "trainer.weightDecay: must be a number >= 0, got 'x'"),
     ({"validationSize": 1.0}, "trainer.validationSize: must be a fraction in (0, 1) or a positive count"),
