@@ -187,6 +187,64 @@ class ControllerProcs:
         return bool(pids)
 
 
+def _children() -> dict:
+    """{ppid: [pid, ...]} of every live process."""
+    kids: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(stat.parent.name))
+    return kids
+
+
+class ComponentCpu:
+    """CPU seconds of each part of the system (the control plane's daemons, S3, the nodes,
+    operator, controller, this benchmark process): each process and its descendants, from
+    each one's last sample, so a killed and restarted process counts both of its lives.
+    This says where a trial's cost goes, and so how many cores a target rate needs."""
+
+    def __init__(self, inst: Install, ctl: ControllerProcs) -> None:
+        self.inst, self.ctl = inst, ctl
+        self.last: dict = {}      # (component, pid) -> cpu seconds
+        self.start: dict = {}
+
+    def _roots(self) -> dict:
+        roots = {name: [d.pid] for name, d in self.inst.cluster.daemons.items()}
+        if self.inst.operator_proc is not None:
+            roots["operator"] = [self.inst.operator_proc.pid]
+        roots["controller"] = self.ctl.pids()
+        roots["benchmark"] = [os.getpid()]
+        return roots
+
+    def sample(self) -> dict:
+        kids, roots = _children(), self._roots()
+        owned = {pid for pids in roots.values() for pid in pids}
+        for comp, pids in roots.items():
+            stack = list(pids)
+            while stack:
+                pid = stack.pop()
+                fig = proc_figures(pid)
+                if fig is not None:
+                    self.last[(comp, pid)] = fig["cpu"]
+                stack.extend(k for k in kids.get(pid, ()) if k not in owned)
+        return self.totals()
+
+    def totals(self) -> dict:
+        out: dict = {}
+        for (comp, _), cpu in self.last.items():
+            out[comp] = out.get(comp, 0.0) + cpu
+        return out
+
+    def begin(self) -> None:
+        self.start = self.sample()
+
+    def spent(self) -> dict:
+        end = self.sample()
+        return {c: end[c] - self.start.get(c, 0.0) for c in sorted(end)}
+
+
 # -- corrupted records ----------------------------------------------------------------------
 def corrupted_record(tid: str, variant: int) -> tuple[bytes, str]:
     """The bytes of a broken result record for ``tid`` and what is wrong with it."""
@@ -268,14 +326,18 @@ def record_mark(run: Run, n: int, state: dict, ctl: ControllerProcs, op_pid: int
             f"{fig['rss_kib'] / 1024:.0f} MiB, controller CPU {fig['cpu']:.0f}s")
 
 
-def monitor(run: Run, ctl: ControllerProcs, s3) -> None:
+def monitor(run: Run, ctl: ControllerProcs, s3, cpu: "ComponentCpu") -> None:
     """Samples the controller's processes and records a mark when n crosses one."""
     marks = [m for m in MARKS if m < run.args.trials] + [run.args.trials]
     start = {"n": 0, "applied": 0, "t": time.time(), "s3_requests": s3.total() if s3 else None,
              **{f"controller_{k}": v for k, v in ctl.sample().items() if k != "rss_kib"}}
     run.marks.append(start)
+    ticks = 0
     while not run.done.wait(0.5):
         ctl.sample()
+        ticks += 1
+        if ticks % 4 == 0:
+            cpu.sample()
         state = read_state(run)
         if state is None:
             continue
@@ -478,7 +540,7 @@ def conclude(run: Run) -> dict:
 
 
 # -- running it -----------------------------------------------------------------------------
-def search(run: Run, ctl: ControllerProcs, s3) -> None:
+def search(run: Run, ctl: ControllerProcs, s3, cpu: ComponentCpu) -> None:
     from kubenas.operator.kube import custom_path, jobs_path
 
     inst = run.inst
@@ -486,7 +548,7 @@ def search(run: Run, ctl: ControllerProcs, s3) -> None:
                         name="w-trials").start(),
                 Watcher(inst.kube, jobs_path(inst.ns), run.on_job, name="w-jobs").start()]
     inst.create_experiment(EXPERIMENT, experiment_spec(run.args))
-    threads = [threading.Thread(target=monitor, args=(run, ctl, s3), daemon=True, name="monitor"),
+    threads = [threading.Thread(target=monitor, args=(run, ctl, s3, cpu), daemon=True, name="monitor"),
                threading.Thread(target=chaos, args=(run, ctl), daemon=True, name="chaos")]
     for t in threads:
         t.start()
@@ -526,9 +588,12 @@ def run_scale(cluster, args, say) -> dict:
         ctl = ControllerProcs(inst)
         say(f"namespace {ns}: {args.trials} trials, {args.in_flight} in flight, simulated "
             f"children {args.child_seconds:g}s, operator pid {inst.operator_proc.pid}")
+        cpu = ComponentCpu(inst, ctl)
+        cpu.begin()
         t0 = time.time()
-        search(run, ctl, s3)
+        search(run, ctl, s3, cpu)
         out = {"wall_seconds": time.time() - t0, "marks": run.marks, "chaos": run.chaos_log,
+               "component_cpu": cpu.spent(),
                "s3": dict(s3.requests) if s3 else None, "s3_bytes_up": s3.bytes_up if s3 else None,
                "controller_hwm_kib": ctl.hwm_kib, "operator_hwm_kib": vm_hwm_kib(inst.operator_proc.pid)}
         out.update(conclude(run))
@@ -563,6 +628,20 @@ def table(out: dict) -> list:
     return rows
 
 
+def cpu_rows(out: dict, args) -> list:
+    """CPU seconds per trial by component, and the cores 50 trials/s would need at that cost."""
+    spent = out.get("component_cpu") or {}
+    if not spent:
+        return []
+    per = {c: v / args.trials for c, v in spent.items()}
+    total = sum(per.values())
+    parts = ", ".join(f"{c} {v * 1e3:.0f}" for c, v in sorted(per.items(), key=lambda kv: -kv[1])
+                      if v * 1e3 >= 0.5)
+    return [f"  CPU ms per trial (whole run): {total * 1e3:.0f} total = {parts}",
+            f"  -> 50 trials/s at this cost needs {total * 50:.1f} cores; this machine has "
+            f"{os.cpu_count()}, so its ceiling is ~{os.cpu_count() / total:.1f} trials/s"]
+
+
 def report(out: dict, args) -> str:
     def row(label, values):
         if not values:
@@ -586,6 +665,7 @@ def report(out: dict, args) -> str:
              f"controller {out['controller_hwm_kib'] / 1024:.0f} MiB",
              f"  S3 requests: {out['s3']}; per trial {sum((out['s3'] or {}).values()) / args.trials:.1f}"
              if out["s3"] else "  S3 requests: not counted (--no-count-s3)",
+             *cpu_rows(out, args),
              f"  chaos: {len(out['chaos'])} events: " + "; ".join(
                  f"{c['what']} @{c['at_applied']}" for c in out["chaos"]),
              f"  applied {out['counts']['applied']} (succeeded {out['counts']['succeeded']}, failed "
@@ -620,6 +700,10 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     t_start = time.monotonic()
@@ -628,6 +712,8 @@ def main(argv=None) -> int:
         print(f"[scale +{time.monotonic() - t_start:6.0f}s] {msg}", flush=True)
 
     os.environ["KUBENAS_SIM_CHILD_SECONDS"] = str(args.child_seconds)
+    # SIGTERM (timeout, pkill) unwinds like Ctrl-C, so the cluster below is taken down
+    signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="kubenas-scale-") as tmp:
         cluster = DevCluster(Path(tmp) / "devenv", pools=sim_pools(args.in_flight), nodes="simulated")
         say(f"starting a dev cluster with simulated nodes ({cluster.pools})")

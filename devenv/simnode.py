@@ -16,6 +16,7 @@ Start it with ``devenv/cluster.py --nodes simulated`` and ``KUBENAS_SIM_CHILD_SE
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import random
 import time
@@ -42,15 +43,24 @@ def simulated_reward(trial_id: str) -> float:
     return round(random.Random(seed).uniform(0.05, 0.95), 6)
 
 
+@functools.lru_cache(maxsize=64)
+def _store(url: str, endpoint: Optional[str], key: Optional[str], secret: Optional[str],
+           region: str):
+    """One store (one boto3 client, thread-safe) per experiment and credentials: making a
+    client costs more CPU than the whole simulated child."""
+    from kubenas.storage import open_store
+
+    return open_store(url, endpoint_url=endpoint, access_key_id=key, secret_access_key=secret,
+                      region=region)
+
+
 def write_result(args: argparse.Namespace, env: dict, started: str) -> None:
     """The record a succeeded child writes (create-only: a second attempt keeps the first)."""
     from kubenas.contracts import Architecture, ResultRecord, result_key
-    from kubenas.storage import AlreadyExists, open_store
+    from kubenas.storage import AlreadyExists
 
-    store = open_store(args.store, endpoint_url=env.get("KUBENAS_S3_ENDPOINT"),
-                       access_key_id=env.get("AWS_ACCESS_KEY_ID"),
-                       secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
-                       region=env.get("AWS_DEFAULT_REGION") or "us-east-1")
+    store = _store(args.store, env.get("KUBENAS_S3_ENDPOINT"), env.get("AWS_ACCESS_KEY_ID"),
+                   env.get("AWS_SECRET_ACCESS_KEY"), env.get("AWS_DEFAULT_REGION") or "us-east-1")
     record = ResultRecord(
         experiment=args.experiment, trial_id=args.trial_id,
         architecture=Architecture.from_json(args.architecture_json), status="succeeded",

@@ -63,10 +63,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
 
     from kubenas.controller.loop import LoopEvent, SearchLoop
+    from kubenas.controller.policy import use_one_thread
     from kubenas.controller.results import StoreResultSource
     from kubenas.local.executor import ProcessExecutor
     from kubenas.local.report import write_outputs
     from kubenas.storage import open_store
+
+    use_one_thread()   # the children are processes of their own, with their own threads
 
     workdir = Path(args.workdir or f"runs/{exp.name}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)

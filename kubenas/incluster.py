@@ -48,10 +48,12 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
                    stop_event: Optional[threading.Event] = None, poll_interval: float = 1.0,
                    idle_when_done: bool = True) -> int:
     from kubenas.controller.loop import LoopEvent, SearchLoop
+    from kubenas.controller.policy import use_one_thread
     from kubenas.controller.results import StoreResultSource
     from kubenas.operator.executor import KubernetesExecutor
     from kubenas.storage import open_store
 
+    use_one_thread()
     stop_event = stop_event or threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:

@@ -261,6 +261,7 @@ class WorkQueue:
         self._dirty: set = set()          # keys in _queue or to re-add after processing
         self._processing: set = set()
         self._delayed: list = []          # heap of (ready_at, seq, key)
+        self._coalescing: set = set()     # keys scheduled by add_coalesced, not yet ready
         self._seq = 0
         self._failures: dict = {}
         self._shutdown = False
@@ -286,6 +287,17 @@ class WorkQueue:
             heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, key))
             self._cond.notify()
 
+    def add_coalesced(self, key: Hashable, delay: float) -> None:
+        """``add`` at most once per ``delay``: every call until the key comes due joins the
+        one already scheduled (for summaries that many events change, like counts)."""
+        with self._cond:
+            if self._shutdown or key in self._dirty or key in self._coalescing:
+                return
+            self._coalescing.add(key)
+            self._seq += 1
+            heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, key))
+            self._cond.notify()
+
     def add_rate_limited(self, key: Hashable) -> float:
         with self._cond:
             n = self._failures.get(key, 0)
@@ -302,6 +314,7 @@ class WorkQueue:
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
             _, _, key = heapq.heappop(self._delayed)
+            self._coalescing.discard(key)
             if key not in self._dirty:
                 self._dirty.add(key)
                 if key not in self._processing:

@@ -33,11 +33,14 @@ from kubenas.operator.kube import (Kube, KubeError, TransportError, core_path, c
 from kubenas.operator.reconciler import Conflict, Reconciler, experiment_stopping
 from kubenas.operator.results import ResultStoreError, StoreFactory, StoreProvider
 from kubenas.operator.settings import Settings
-from kubenas.operator.trim import trim_job, trim_pod, trim_trial
+from kubenas.operator.trim import trim_job, trim_metadata, trim_pod, trim_trial
 
 log = logging.getLogger("kubenas.operator")
 
 MANAGED_SELECTOR = f"{C.LABEL_MANAGED_BY}={C.MANAGED_BY}"
+# How often Trial events may rewrite their Experiment's status (counts, best): at hundreds
+# of Trial events a second, once per event would be most of the API server's writes.
+EXPERIMENT_STATUS_SECONDS = 1.0
 
 
 def _trial_of(obj: dict) -> Optional[str]:
@@ -126,8 +129,8 @@ class Operator:
         if kind != "DELETED":
             self.best.observe(obj)
             self.queue.add(("trial", ns, name))
-        if exp:
-            self.queue.add(("experiment", ns, exp))
+        if exp:   # its counts: one status write per EXPERIMENT_STATUS_SECONDS, not per event
+            self.queue.add_coalesced(("experiment", ns, exp), EXPERIMENT_STATUS_SECONDS)
 
     def _on_experiment(self, kind: str, obj: dict) -> None:
         meta = obj.get("metadata") or {}
@@ -159,7 +162,7 @@ class Operator:
 
     def _on_pod(self, kind: str, obj: dict) -> None:
         meta = obj.get("metadata") or {}
-        ns, name = meta.get("namespace") or "", meta.get("name")
+        ns = meta.get("namespace") or ""
         trial = (meta.get("annotations") or {}).get(C.ANNOTATION_TRIAL)
         if trial:
             self.queue.add(("trial", ns, trial))

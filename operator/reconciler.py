@@ -26,7 +26,7 @@ from kubenas.operator.naming import job_name, label_value
 from kubenas.operator.results import (ResultStoreError, StoreProvider, read_result,
                                       write_failed_result)
 from kubenas.operator.indexes import IN_FLIGHT, BestTrials, phase_counts
-from kubenas.operator.status import (COND_ACCEPTED, COND_CONTROLLER, COND_VALID, JobObservation,
+from kubenas.operator.status import (COND_ACCEPTED, COND_CONTROLLER, JobObservation,
                                      Outcome, apply_outcome, clip, drop_empty, get_condition,
                                      is_terminal, now_iso, observe_job, outcome_from_result,
                                      parse_time, set_condition, transition_events,

@@ -236,8 +236,10 @@ def test_a_pod_unschedulable_past_the_deadline_fails_its_trial(env, operator_fac
 
 
 def test_a_job_the_api_server_refuses_fails_its_trial(env, operator):
-    env.create_experiment(workerPools=[   # a label value the Job's validation rejects (422)
-        {"name": "bad", "nodeSelector": {"kubenas.dev/pool": "not a label value!"},
+    # the API server's Job validation refuses what the Experiment's parser lets through
+    # (here: an "Exists" toleration with a value), with a 422
+    env.create_experiment(workerPools=[
+        {"name": "bad", "tolerations": [{"key": "k", "operator": "Exists", "value": "v"}],
          "maxInFlight": 1}])
     env.create_trial("exp1-00000", pool="bad")
     st = env.wait_phase("exp1-00000", "Failed")["status"]

@@ -138,3 +138,15 @@ def test_cache_keeps_only_what_the_reconcile_reads():
            "spec": {"nodeName": "n1", "containers": [{"env": [{"name": "X"}]}]}}
     assert trim_pod(pod) == {"metadata": {"name": "p"}, "spec": {"nodeName": "n1"},
                              "status": {"phase": "Running"}}
+
+
+def test_coalesced_adds_make_one_delayed_key():
+    q = WorkQueue()
+    for _ in range(50):
+        q.add_coalesced("exp", 0.2)
+    assert q.get(timeout=0.05) is None          # not before its delay
+    assert q.get(timeout=1.0) == "exp"
+    q.done("exp")
+    assert q.get(timeout=0.4) is None           # the 49 other calls joined the first
+    q.add_coalesced("exp", 0.05)                # once due, the next call schedules again
+    assert q.get(timeout=1.0) == "exp"
