@@ -30,6 +30,7 @@ from typing import Any, Mapping, Optional
 
 from kubenas.contracts.architecture import API_VERSION, Architecture
 from kubenas.contracts.errors import ContractError
+from kubenas.contracts.fields import is_int
 
 KIND = "Result"
 STATUSES = ("succeeded", "failed")
@@ -151,7 +152,8 @@ class ResultRecord:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """Any JSON number (finiteness and range are checked with the message that says so)."""
+    return is_int(value) or isinstance(value, float)
 
 
 # field -> (accepted types, what to say); None is accepted where the field is optional
@@ -178,6 +180,28 @@ def _check_types(doc: Mapping[str, Any], where: str) -> None:
     if reward is not None and not _is_number(reward):
         raise ContractError(f"{where}.reward: must be a number or null, "
                             f"got {type(reward).__name__}")
+    if is_int(reward) and abs(reward) > REWARD_LIMIT:  # float() of a 400-digit int overflows
+        raise ContractError(f"{where}.reward: must be within +-{REWARD_LIMIT:g}, got an integer "
+                            f"beyond it")
     for i, m in enumerate(doc.get("metrics") or []):
         if not isinstance(m, Mapping):
             raise ContractError(f"{where}.metrics[{i}]: must be a mapping, got {type(m).__name__}")
+        _check_metric(m, f"{where}.metrics[{i}]")
+
+
+def _check_metric(m: Mapping[str, Any], where: str) -> None:
+    """Numbers where readers compute (best val_acc, plots); NaN is allowed: a diverged child
+    reports it."""
+    if not is_int(m.get("epoch")):
+        raise ContractError(f"{where}.epoch: must be an integer, got {type(m.get('epoch')).__name__}")
+    for key in ("train_loss", "val_acc", "train_acc", "val_loss", "seconds"):
+        value = m.get(key)
+        if (value is not None or key in ("train_loss", "val_acc")) and not _is_float(value):
+            raise ContractError(f"{where}.{key}: must be a number, got {type(value).__name__}")
+    if not isinstance(m.get("extra", {}), Mapping):
+        raise ContractError(f"{where}.extra: must be a mapping")
+
+
+def _is_float(value: Any) -> bool:
+    """A number float() takes (any JSON number within float range, NaN included)."""
+    return isinstance(value, float) or (is_int(value) and abs(value) <= 2**1023)
