@@ -117,7 +117,7 @@ def parse_experiment(doc: Any, where: str = "experiment") -> Experiment:
     trainer = F.mapping(spec.get("trainer"), "spec.trainer")
     storage = _parse_storage(F.mapping(spec.get("storage"), "spec.storage"))
     if spec.get("image") is not None:
-        F.string(spec["image"], "spec.image", max_length=512,
+        F.string(spec["image"], "spec.image", pattern=r"\S+", max_length=512,
                  what="a non-empty image reference")
     return Experiment(name=name, **search, max_trials=max_trials, parallelism=parallelism,
                       trainer=trainer, storage=storage,

@@ -80,7 +80,7 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
 
     store = open_store(exp.storage["url"], endpoint_url=exp.storage.get("endpoint"))
     results = StoreResultSource(store)
-    replicas = int((exp.spec.get("controller") or {}).get("replicas", 1))
+    replicas = exp.controller.get("replicas", 1)  # an integer in [1, 16]: parse_experiment
     last_status = [0.0]
     loop_ref: list = []
 

@@ -1,7 +1,8 @@
 """What the CRD schemas cannot say, checked before any Job is made.
 
 The Experiment's spec goes through ``kubenas.experiment.parse_experiment`` (the same checks
-``kubenas run`` makes, errors naming the field), plus what only matters in a cluster: at
+``kubenas run`` makes, errors naming the field: types, bounds, unknown keys at every level,
+``spec.controller``, ``spec.image``, ``spec.storage.secretName``), plus what only matters in a cluster: at
 least one worker pool and an ``s3://`` store. A Trial must name one of its Experiment's
 pools and carry a valid architecture description.
 """
@@ -34,12 +35,6 @@ def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings]
             f"spec.storage.url: must be an s3://bucket[/prefix] URL in a cluster "
             f"(children and the controller run in different pods; the operator has no "
             f"default storage URL either), got {url!r}")
-    secret = exp.storage.get("secretName")
-    if secret is not None and not (isinstance(secret, str) and secret):
-        raise ContractError(f"spec.storage.secretName: must be a Secret name, got {secret!r}")
-    image = (obj.get("spec") or {}).get("image")
-    if image is not None and not (isinstance(image, str) and image.strip()):
-        raise ContractError(f"spec.image: must be a non-empty image reference, got {image!r}")
     return exp
 
 
