@@ -326,6 +326,13 @@ def record_mark(run: Run, n: int, state: dict, ctl: ControllerProcs, op_pid: int
             f"{fig['rss_kib'] / 1024:.0f} MiB, controller CPU {fig['cpu']:.0f}s")
 
 
+def mark_now(run: Run, ctl: ControllerProcs, s3) -> None:
+    """A last mark where the run stopped, if it passed none since the last one."""
+    state = read_state(run)
+    if state is not None and state["counts"]["applied"] > run.marks[-1].get("applied", 0):
+        record_mark(run, state["counts"]["applied"], state, ctl, run.inst.operator_proc.pid, s3)
+
+
 def monitor(run: Run, ctl: ControllerProcs, s3, cpu: "ComponentCpu") -> None:
     """Samples the controller's processes and records a mark when n crosses one."""
     marks = [m for m in MARKS if m < run.args.trials] + [run.args.trials]
@@ -591,12 +598,20 @@ def run_scale(cluster, args, say) -> dict:
         cpu = ComponentCpu(inst, ctl)
         cpu.begin()
         t0 = time.time()
-        search(run, ctl, s3, cpu)
+        stopped = None
+        try:
+            search(run, ctl, s3, cpu)
+        except (AssertionError, KeyboardInterrupt) as exc:   # timeout or SIGTERM: report so far
+            stopped = f"stopped early at {run.applied} applied: {type(exc).__name__}: {str(exc)[:300]}"
+            say(stopped)
+            mark_now(run, ctl, s3)
         out = {"wall_seconds": time.time() - t0, "marks": run.marks, "chaos": run.chaos_log,
                "component_cpu": cpu.spent(),
                "s3": dict(s3.requests) if s3 else None, "s3_bytes_up": s3.bytes_up if s3 else None,
                "controller_hwm_kib": ctl.hwm_kib, "operator_hwm_kib": vm_hwm_kib(inst.operator_proc.pid)}
         out.update(conclude(run))
+        if stopped:
+            out["failures"].insert(0, stopped)
         return out
     finally:
         inst.close()
@@ -633,7 +648,7 @@ def cpu_rows(out: dict, args) -> list:
     spent = out.get("component_cpu") or {}
     if not spent:
         return []
-    per = {c: v / args.trials for c, v in spent.items()}
+    per = {c: v / max(1, out["counts"]["applied"]) for c, v in spent.items()}
     total = sum(per.values())
     parts = ", ".join(f"{c} {v * 1e3:.0f}" for c, v in sorted(per.items(), key=lambda kv: -kv[1])
                       if v * 1e3 >= 0.5)
@@ -656,7 +671,7 @@ def report(out: dict, args) -> str:
     lines = [f"\nscale: {args.trials} trials, {args.in_flight} in flight, REINFORCE on the paper's "
              f"CNN space, simulated children {args.child_seconds:g}s; wall {out['wall_seconds']:.0f}s",
              *table(out),
-             f"  trials/s: {args.trials / out['wall_seconds']:.2f} overall, {sustained:.2f} sustained "
+             f"  trials/s: {out['counts']['applied'] / out['wall_seconds']:.2f} overall, {sustained:.2f} sustained "
              f"(from n={first['n']} to the end)",
              row("Trial created -> Job created", out["trial_to_job"]),
              row("Job created -> result applied", out["job_to_applied"]),

@@ -56,7 +56,8 @@ class StoreResultSource(ResultSource):
         try:
             doc = json.loads(self.store.get(trial_key(tid)))
             return Architecture.from_dict(doc["architecture"], trial_key(tid))
-        except (NotFound, ValueError, KeyError, TypeError, ContractError):
+        except (NotFound, ValueError, KeyError, TypeError, ArithmeticError, RecursionError,
+                ContractError):
             return None
 
     def _read(self, key: str, tid: str) -> Optional[ResultRecord]:
@@ -69,7 +70,7 @@ class StoreResultSource(ResultSource):
             if record.trial_id != tid:
                 raise ContractError(f"{key}.trial_id: {record.trial_id!r} is not the key's trial")
             return record
-        except (ContractError, ValueError, TypeError, RecursionError) as exc:
+        except (ContractError, ValueError, TypeError, ArithmeticError, RecursionError) as exc:
             record = ResultRecord.unreadable(tid, key, exc, self._architecture(tid))
             log.error("%s: counted as a failed trial", record.reason)
             return record
