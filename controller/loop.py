@@ -21,6 +21,7 @@ once it is known to be stored. So:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -56,6 +57,22 @@ def _now() -> str:
 
 def _encode(doc: dict) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _canonical(architecture: Architecture) -> str:
+    return json.dumps(architecture.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def architecture_digest(architecture: Architecture) -> str:
+    """Fingerprint of the canonical form: a pending sample carries it, so a result's
+    architecture is checked without reading the sample's ``trials/`` document."""
+    return hashlib.sha256(_canonical(architecture).encode()).hexdigest()[:16]
+
+
+def _describe(architecture: Architecture) -> str:
+    tokens = architecture.tokens
+    shown = f"{tokens[:16]}"[:-1] + (", ...]" if len(tokens) > 16 else "]")
+    return f"{architecture.space} {architecture_digest(architecture)} (tokens {shown})"
 
 
 def read_ledger(store: ObjectStore) -> dict:
@@ -248,7 +265,8 @@ class SearchLoop:
             tid = trial_id(self.experiment.name, index)
             meta = {"index": index, "strategyIndex": proposal.index,
                     "policyVersion": proposal.policy_version, "sampledAt": _now(),
-                    "replica": self.replica}
+                    "replica": self.replica,
+                    "architectureDigest": architecture_digest(proposal.architecture)}
             self.pending[tid] = meta
             self.state["outbox"][trial_key(tid)] = {
                 "trial_id": tid, **meta, "architecture": proposal.architecture.to_dict()}
@@ -327,12 +345,36 @@ class SearchLoop:
         self.state["outbox"][applied_key(r.trial_id)] = detail
         return detail
 
+    def _matches_sample(self, r: ResultRecord, meta: dict) -> bool:
+        digest = meta.get("architectureDigest")
+        if digest is not None:
+            return architecture_digest(r.architecture) == digest
+        # sampled by a kubenas that kept no digest: compare with the trials/ document
+        return _canonical(r.architecture) == _canonical(self._architecture(r.trial_id))
+
+    def _credited(self, r: ResultRecord, meta: dict) -> ResultRecord:
+        """The result as it counts for its sample: a record describing another architecture
+        (a stale result under a reused prefix, a Trial adopted by a re-created Experiment)
+        is a failed result naming both, never a reward credited to the wrong sample."""
+        if r.extra.get("unreadable") or self._matches_sample(r, meta):
+            return r   # an unreadable record is failed already; its architecture a stand-in
+        sampled = self._architecture(r.trial_id)
+        said = f"{r.status}" + (f": {r.reason}" if r.reason else f", reward {r.reward!r}")
+        reason = (f"architecture mismatch: result for trial {r.trial_id} describes "
+                  f"{_describe(r.architecture)}, sampled {_describe(sampled)}; the record "
+                  f"said {said[:500]}")
+        log.error("%s", reason)
+        return ResultRecord(experiment=r.experiment, trial_id=r.trial_id, architecture=sampled,
+                            status="failed", reason=reason, timings=r.timings,
+                            extra={**r.extra, "architectureMismatch": True})
+
     def _apply(self, results: list[ResultRecord]) -> list[LoopEvent]:
         events = []
         for r in results:
             meta = self.pending.get(r.trial_id)
             if meta is None:
                 continue  # already applied (by another replica?) or not this experiment's
+            r = self._credited(r, meta)
             fb = self.strategy.tell(meta["strategyIndex"], r.reward if r.succeeded else None)
             detail = self._record_applied(r, meta, fb)
             events.append(LoopEvent("applied", trial_id=r.trial_id, reward=r.reward,

@@ -12,7 +12,7 @@ import pytest
 
 from kubenas.contracts import Architecture, ResultRecord, result_key
 from kubenas.controller.interfaces import Executor, TrialRequest
-from kubenas.controller.loop import STATE_KEY, SearchLoop
+from kubenas.controller.loop import STATE_KEY, SearchLoop, architecture_digest
 from kubenas.controller.results import StoreResultSource
 from kubenas.controller.strategies.base import Feedback, Proposal, Strategy
 from kubenas.experiment import parse_experiment
@@ -257,3 +257,56 @@ def test_fast_children_do_not_starve_the_policy_of_results(tmp_path):
     # sample comes from a policy more than one round behind
     versions = [s["policyVersion"] for _, s in sorted(loop.sampled.items())]
     assert versions == [0, 0, 0, 3, 3, 3, 6, 6, 6, 9, 9, 9]
+
+
+OTHER = Architecture(space="nasbench201", tokens=[1] * 6, spec={"edges": {
+    e: "skip_connect" for e in ("1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2")}})
+
+
+class StaleExecutor(ShuffledExecutor):
+    """Trial ``stale`` finishes with a record describing another architecture (a child of an
+    adopted Trial of a re-created Experiment), and the best reward of all."""
+
+    stale = "exp-00002"
+
+    def finish(self, req: TrialRequest) -> None:
+        if req.trial_id != self.stale:
+            return super().finish(req)
+        self.store.put_new(result_key(req.trial_id), ResultRecord(
+            experiment="exp", trial_id=req.trial_id, architecture=OTHER, status="succeeded",
+            reward=0.99).to_json())
+
+
+def test_a_result_describing_another_architecture_is_a_failed_result_applied_once(tmp_path):
+    store = LocalStore(tmp_path)
+    loop = SearchLoop(_exp(8), CountingStrategy, StaleExecutor(store, slots=3, seed=8),
+                      StoreResultSource(store), store, poll_interval=0)
+    summary = loop.run(deadline=time.monotonic() + 10)
+    assert summary["applied"] == 8 and summary["failed"] == 1
+    assert summary["bestTrial"] != "exp-00002" and summary["bestReward"] == pytest.approx(0.07)
+    assert loop.strategy.told["2"] is None, "the strategy is told a failure, not 0.99"
+    doc = json.loads(store.get("applied/exp-00002.json"))
+    assert doc["status"] == "failed" and doc["reward"] is None
+    assert doc["reason"].startswith("architecture mismatch: result for trial exp-00002 describes "
+                                    f"nasbench201 {architecture_digest(OTHER)} (tokens [1, 1,")
+    assert f"sampled nasbench201 {architecture_digest(ARCH)} (tokens [0, 0," in doc["reason"]
+    assert doc["reason"].endswith("the record said succeeded, reward 0.99")
+    # A restarted controller finds it applied: never applied (or counted) a second time.
+    again = SearchLoop(_exp(8), CountingStrategy, ShuffledExecutor(store, slots=3),
+                       StoreResultSource(store), store, poll_interval=0)
+    assert again.run(deadline=time.monotonic() + 10) == summary
+
+
+def test_a_sample_without_a_digest_is_compared_with_its_trials_document(tmp_path):
+    store = LocalStore(tmp_path)
+    loop = SearchLoop(_exp(2), CountingStrategy, ShuffledExecutor(store, slots=2),
+                      StoreResultSource(store), store, poll_interval=0)
+    loop._transact(lambda: loop._sample_round(2))
+    for meta in loop.pending.values():     # as sampled by a kubenas that kept no digest
+        del meta["architectureDigest"]
+    same, other = (ResultRecord(experiment="exp", trial_id=f"exp-0000{i}", architecture=a,
+                                status="succeeded", reward=0.5) for i, a in ((0, ARCH), (1, OTHER)))
+    assert loop._credited(same, loop.pending["exp-00000"]) is same
+    refused = loop._credited(other, loop.pending["exp-00001"])
+    assert refused.status == "failed" and refused.architecture == ARCH
+    assert "architecture mismatch: result for trial exp-00001" in refused.reason
