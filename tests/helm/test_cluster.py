@@ -117,16 +117,22 @@ def test_install_grants_least_privilege_and_uninstall_cleans_up(dev_cluster, hel
     # -- the operator: its work in the watched namespace, nothing else anywhere.
     for verb, res, sub in [("create", "jobs.batch", None), ("delete", "jobs.batch", None),
                            ("watch", "jobs.batch", None),
-                           ("create", "deployments.apps", None), ("delete", "deployments.apps", None),
+                           ("create", "deployments.apps", None), ("patch", "deployments.apps", None),
                            ("list", "pods", None), ("watch", "experiments.kubenas.dev", None),
-                           ("update", "experiments.kubenas.dev", "status"),
+                           ("patch", "experiments.kubenas.dev", "status"),
                            ("patch", "trials.kubenas.dev", "status"),
-                           ("delete", "trials.kubenas.dev", None), ("create", "events", None)]:
+                           ("patch", "trials.kubenas.dev", None), ("create", "events", None)]:
         assert can(dev_cluster, home, op, verb, res, team, sub), f"operator cannot {verb} {res} {sub or ''}"
     for verb, res, ns, name in [("get", "secrets", team, None), ("list", "secrets", team, None),
                                 ("get", "secrets", team, secret), ("get", "secrets", home, secret),
                                 ("create", "pods", team, None),
                                 ("update", "experiments.kubenas.dev", team, None),
+                                ("patch", "experiments.kubenas.dev", team, None),
+                                ("delete", "trials.kubenas.dev", team, None),
+                                ("update", "trials.kubenas.dev", team, None),
+                                ("update", "jobs.batch", team, None),
+                                ("delete", "deployments.apps", team, None),
+                                ("update", "deployments.apps", team, None),
                                 ("create", "rolebindings.rbac.authorization.k8s.io", team, None),
                                 ("create", "jobs.batch", other, None),
                                 ("list", "experiments.kubenas.dev", other, None),
@@ -141,13 +147,16 @@ def test_install_grants_least_privilege_and_uninstall_cleans_up(dev_cluster, hel
     # -- the controller: Trials and its Experiment only.
     for verb, res, sub in [("create", "trials.kubenas.dev", None), ("list", "trials.kubenas.dev", None),
                            ("watch", "trials.kubenas.dev", None), ("get", "experiments.kubenas.dev", None),
-                           ("update", "experiments.kubenas.dev", None),
-                           ("patch", "experiments.kubenas.dev", "status"), ("create", "events", None)]:
+                           ("patch", "experiments.kubenas.dev", "status")]:
         assert can(dev_cluster, team, ctl, verb, res, team, sub), f"controller cannot {verb} {res} {sub or ''}"
     for verb, res, ns in [("create", "jobs.batch", team), ("create", "deployments.apps", team),
                           ("list", "pods", team), ("get", "secrets", team), ("list", "secrets", team),
                           ("delete", "trials.kubenas.dev", team),
                           ("update", "trials.kubenas.dev", team),
+                          ("update", "experiments.kubenas.dev", team),   # status only
+                          ("patch", "experiments.kubenas.dev", team),
+                          ("list", "experiments.kubenas.dev", team),
+                          ("create", "events", team),
                           ("create", "trials.kubenas.dev", other),
                           ("create", "trials.kubenas.dev", home)]:
         assert not can(dev_cluster, team, ctl, verb, res, ns), f"controller may {verb} {res} in {ns}"

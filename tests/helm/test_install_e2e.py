@@ -347,6 +347,9 @@ def test_service_account_tokens_are_refused_what_they_were_not_given(run):
             ("POST", f"/api/v1/namespaces/{ns}/pods/{op_pod['metadata']['name']}/exec", None),
             ("PATCH", exp_path, merge),                                  # only its status
             ("POST", trials_path, trial_obj),                            # the controller's job
+            ("DELETE", a_trial, None),                                   # verbs it never uses
+            ("PUT", f"/apis/batch/v1/namespaces/{ns}/jobs/kubenas-{name}-00000", None),
+            ("DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/kubenas-controller-{name}", None),
             ("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", binding),
             ("GET", f"/apis/batch/v1/namespaces/{other}/jobs", None),
             ("POST", f"/apis/batch/v1/namespaces/{other}/jobs", job),
@@ -366,6 +369,8 @@ def test_service_account_tokens_are_refused_what_they_were_not_given(run):
              {"spec": {"replicas": 5}}),
             ("DELETE", a_trial, None),
             ("PATCH", a_trial, merge),
+            ("PATCH", exp_path, merge),                                  # only its status
+            ("PUT", exp_path, None),
             ("PATCH", f"{a_trial}/status", {"status": {"phase": "Succeeded", "reward": 1.0}}),
             ("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", binding),
             ("POST", f"/apis/kubenas.dev/v1/namespaces/{other}/trials", trial_obj),
