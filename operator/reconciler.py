@@ -495,7 +495,9 @@ class Reconciler:
                                   "worker pools and storage are usable; Trials get Jobs")
         except ContractError as exc:
             accepted = False
-            conds = set_condition(conds, COND_ACCEPTED, "False", "InvalidSpec", str(exc))
+            # NotAllowed carries its own reason (ImageNotAllowed, SecretNotAllowed)
+            conds = set_condition(conds, COND_ACCEPTED, "False",
+                                  getattr(exc, "reason", "InvalidSpec"), str(exc))
         new["conditions"] = conds
         meta = exp_obj["metadata"]
         annotations = meta.get("annotations") or {}
@@ -541,7 +543,8 @@ class Reconciler:
         ov = get_condition(old.get("conditions"), COND_ACCEPTED) or {}
         nv = get_condition(new.get("conditions"), COND_ACCEPTED) or {}
         if nv.get("status") == "False" and (ov.get("status") != "False" or ov.get("message") != nv.get("message")):
-            self.events.record(updated, "Warning", "InvalidSpec", nv.get("message") or "")
+            self.events.record(updated, "Warning", nv.get("reason") or "InvalidSpec",
+                               nv.get("message") or "")
         if new.get("phase") == C.EXP_STOPPED and old.get("phase") != C.EXP_STOPPED:
             self.events.record(updated, "Normal", "Stopped", new.get("message") or "stopped")
         return None

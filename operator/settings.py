@@ -38,6 +38,8 @@ _ENV = {
     "KUBENAS_DEFAULT_WORKER_POOLS": ("default_worker_pools", "list"),
     "KUBENAS_DEFAULT_STORAGE_URL": ("default_storage_url", "str"),
     "KUBENAS_STORAGE_SECRET": ("storage_secret", "str"),
+    "KUBENAS_ALLOWED_IMAGES": ("allowed_images", "list"),
+    "KUBENAS_ALLOWED_SECRETS": ("allowed_secrets", "list"),
     "KUBENAS_S3_ENDPOINT": ("s3_endpoint", "str"),
     "AWS_DEFAULT_REGION": ("region", "str"),
     "KUBENAS_LOG_LEVEL": ("log_level", "str"),
@@ -102,6 +104,11 @@ class Settings:
     storage_secret: Optional[str] = None
     s3_endpoint: Optional[str] = None
     region: Optional[str] = None
+    # The admin's policy on what an Experiment may name (chart experiments.allowedImages /
+    # allowedSecrets): a list means those plus the chart's own image / storage Secret; None
+    # (an operator started without the variables: tests, development) checks nothing.
+    allowed_images: Optional[list] = None
+    allowed_secrets: Optional[list] = None
     log_level: Optional[str] = None
     # trial Jobs: ttlSecondsAfterFinished where the Experiment's jobSettings sets none, and
     # how long a trial pod may stay unschedulable before its trial counts as failed
@@ -125,6 +132,15 @@ class Settings:
                 kw[key] = value
         return cls(**kw)
 
+    def image_policy(self) -> Optional[list]:
+        """The images (exact references or shell-style patterns) ``spec.image`` may name;
+        None: no policy."""
+        return _policy(self.allowed_images, self.image, "KUBENAS_ALLOWED_IMAGES")
+
+    def secret_policy(self) -> Optional[list]:
+        """The Secrets ``spec.storage.secretName`` may name; None: no policy."""
+        return _policy(self.allowed_secrets, self.storage_secret, "KUBENAS_ALLOWED_SECRETS")
+
     def with_(self, **kw) -> "Settings":
         return replace(self, **kw)
 
@@ -137,6 +153,14 @@ class Settings:
                   "KUBENAS_S3_ENDPOINT": self.s3_endpoint,
                   "AWS_DEFAULT_REGION": self.region}
         return [{"name": k, "value": str(v)} for k, v in values.items() if v]
+
+
+def _policy(listed: Optional[list], own: Optional[str], name: str) -> Optional[list]:
+    if listed is None:
+        return None
+    if not all(isinstance(x, str) and x for x in listed):
+        raise ValueError(f"{name}: must be a JSON list of non-empty strings, got {listed!r}")
+    return list(dict.fromkeys(([own] if own else []) + listed))
 
 
 def apply_defaults(name: str, spec: Mapping, settings: Optional[Settings]) -> dict:

@@ -4,11 +4,14 @@ The Experiment's spec goes through ``kubenas.experiment.parse_experiment`` (the 
 ``kubenas run`` makes, errors naming the field: types, bounds, unknown keys at every level,
 ``spec.controller``, ``spec.image``, ``spec.storage.secretName``), plus what only matters in a cluster: at
 least one worker pool and an ``s3://`` store. A Trial must name one of its Experiment's
-pools and carry a valid architecture description.
+pools and carry a valid architecture description. With the chart's policy in ``settings``
+(``experiments.allowedImages`` / ``allowedSecrets``), ``spec.image`` and the effective
+``spec.storage.secretName`` must be the admin's choice (``NotAllowed``).
 """
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any, Mapping, Optional
 
 from kubenas.contracts import Architecture, ContractError
@@ -16,6 +19,30 @@ from kubenas.experiment import API_VERSION as EXP_API_VERSION
 from kubenas.experiment import KIND as EXP_KIND
 from kubenas.experiment import Experiment, WorkerPool, parse_experiment
 from kubenas.operator.settings import Settings, apply_defaults
+
+
+class NotAllowed(ContractError):
+    """A spec the parser accepts but the admin's policy refuses; ``reason`` is the reason of
+    the Experiment's Accepted=False condition."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_policy(spec: Mapping[str, Any], exp: Experiment, settings: Settings) -> None:
+    """Whoever may create an Experiment must not pick the code that runs or the credentials
+    it holds: the image and the Secret are the admin's (raise NotAllowed)."""
+    image, images = spec.get("image"), settings.image_policy()
+    if image is not None and images is not None \
+            and not any(fnmatchcase(image, pattern) for pattern in images):
+        raise NotAllowed("ImageNotAllowed", f"spec.image: {image!r} is not an allowed image "
+                         f"(allowed: {', '.join(images)}; the chart's experiments.allowedImages)")
+    secret, secrets = exp.storage.get("secretName"), settings.secret_policy()
+    if secret is not None and secrets is not None and secret not in secrets:
+        raise NotAllowed("SecretNotAllowed", f"spec.storage.secretName: {secret!r} is not an "
+                         f"allowed Secret (allowed: {', '.join(secrets) or 'none'}; the "
+                         "chart's experiments.allowedSecrets)")
 
 
 def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings] = None) -> Experiment:
@@ -35,6 +62,8 @@ def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings]
             f"spec.storage.url: must be an s3://bucket[/prefix] URL in a cluster "
             f"(children and the controller run in different pods; the operator has no "
             f"default storage URL either), got {url!r}")
+    if settings is not None:
+        check_policy(obj.get("spec") or {}, exp, settings)
     return exp
 
 

@@ -632,3 +632,47 @@ def test_experiment_to_controller_deployment_to_trials_to_jobs(env, operator_fac
                              if c["type"] == "ControllerDeployed" and c["reason"] == "Parked"],
                     what="ControllerDeployed/Parked")[0]
     assert cond["status"] == "True"
+
+
+def test_an_experiment_naming_another_image_or_secret_is_refused_with_a_condition(
+        env, operator_factory, capsys):
+    """Images and Secrets are the admin's choice (chart experiments.allowedImages /
+    allowedSecrets, both empty: only the chart's own): an Experiment naming another gets
+    Accepted=False with the reason and an Event, and nothing runs for it — no controller
+    Deployment, no Job for its Trial."""
+    from kubenas.operator.kube import deployments_path
+    from kubenas.operator.settings import Settings
+
+    settings = Settings(child_command=FAKE_KUBENAS, storage_secret="s3-creds",
+                        allowed_images=[], allowed_secrets=[])
+    operator_factory(settings=settings, manage_controllers=True)
+    env.create_experiment("img", image="evil.example.com/miner:latest")
+    env.create_experiment("sec", storage={"url": env.store_url, "endpoint": env.s3.endpoint,
+                                          "secretName": "other-team-s3"})
+    for name in ("img", "sec"):
+        env.create_trial(f"{name}-00000", experiment=name)
+
+    def refused(name):
+        def condition():
+            conds = (env.experiment(name).get("status") or {}).get("conditions") or []
+            return next((c for c in conds if c["type"] == "Accepted" and c["status"] == "False"), None)
+        return env.wait(condition, what=f"{name} Accepted=False")
+
+    img, sec = refused("img"), refused("sec")
+    assert img["reason"] == "ImageNotAllowed" and img["message"] == (
+        f"spec.image: 'evil.example.com/miner:latest' is not an allowed image (allowed: "
+        f"{settings.image}; the chart's experiments.allowedImages)")
+    assert sec["reason"] == "SecretNotAllowed" and sec["message"] == (
+        "spec.storage.secretName: 'other-team-s3' is not an allowed Secret (allowed: s3-creds; "
+        "the chart's experiments.allowedSecrets)")
+    for name, reason in (("img", "ImageNotAllowed"), ("sec", "SecretNotAllowed")):
+        assert env.wait(lambda: [e for e in env.events_for(name) if e["reason"] == reason],
+                        what=f"{reason} Event")
+        trial = env.wait(lambda: (lambda t: t if (t.get("status") or {}).get("reason") else None)(
+            env.trial(f"{name}-00000")), what=f"{name}-00000 status")
+        assert (trial["status"]["phase"], trial["status"]["reason"]) == ("Pending", "ExperimentInvalid")
+    time.sleep(1.0)
+    assert env.jobs() == [] and env.kube.list_all(deployments_path(env.ns))[0] == []
+    with capsys.disabled():
+        for name, c in (("img", img), ("sec", sec)):
+            print(f"\nExperiment {name}: Accepted={c['status']} {c['reason']}: {c['message']}")

@@ -35,6 +35,8 @@ CHART_ENV = {   # what helm/kubenas/templates/operator.yaml sets
     "KUBENAS_DEFAULT_WORKER_POOLS": '[{"name":"default","maxInFlight":2,"resources":{"cpu":"1","memory":"2Gi"}}]',
     "KUBENAS_DEFAULT_STORAGE_URL": "s3://kubenas/experiments",
     "KUBENAS_STORAGE_SECRET": "kubenas-s3",
+    "KUBENAS_ALLOWED_IMAGES": "[]",
+    "KUBENAS_ALLOWED_SECRETS": "[]",
     "KUBENAS_S3_ENDPOINT": "http://seaweedfs-s3.storage:8333",
     "AWS_DEFAULT_REGION": "us-east-1",
 }

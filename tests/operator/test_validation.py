@@ -9,7 +9,7 @@ import pytest
 from kubenas.contracts import ContractError
 from kubenas.operator.controller_deployment import build_controller_deployment
 from kubenas.operator.settings import Settings
-from kubenas.operator.validation import parse_experiment_object
+from kubenas.operator.validation import NotAllowed, parse_experiment_object
 
 from tests.operator.objects import experiment
 
@@ -44,3 +44,58 @@ def test_a_valid_spec_controller_places_the_deployment():
 def test_the_operator_refuses_what_the_parser_refuses(spec, message):
     with pytest.raises(ContractError, match=message.replace("[", r"\[")):
         parse_experiment_object(experiment(**spec), Settings())
+
+
+CHART = Settings.from_env({"KUBENAS_IMAGE": "registry.example.com/ml/kubenas:0.1.0",
+                           "KUBENAS_STORAGE_SECRET": "kubenas-s3",
+                           "KUBENAS_ALLOWED_IMAGES": '["registry.example.com/team/*"]',
+                           "KUBENAS_ALLOWED_SECRETS": '["team-s3"]'})
+
+
+def test_the_policy_is_the_charts_lists_plus_its_own_image_and_secret():
+    assert CHART.image_policy() == ["registry.example.com/ml/kubenas:0.1.0",
+                                    "registry.example.com/team/*"]
+    assert CHART.secret_policy() == ["kubenas-s3", "team-s3"]
+    empty = Settings.from_env({"KUBENAS_IMAGE": "kubenas:1", "KUBENAS_ALLOWED_IMAGES": "[]",
+                               "KUBENAS_ALLOWED_SECRETS": "[]"})
+    assert empty.image_policy() == ["kubenas:1"] and empty.secret_policy() == []
+    assert Settings().image_policy() is None and Settings().secret_policy() is None
+    with pytest.raises(ValueError, match="KUBENAS_ALLOWED_SECRETS: must be a JSON list of non-empty strings"):
+        Settings(allowed_secrets=["", 3]).secret_policy()
+
+
+@pytest.mark.parametrize("spec", [
+    {},                                                   # the chart's image and Secret
+    {"image": "registry.example.com/ml/kubenas:0.1.0"},
+    {"image": "registry.example.com/team/nas:7"},         # a pattern the admin listed
+    {"storage": {"url": "s3://b/x", "secretName": "team-s3"}},
+])
+def test_what_the_admin_allows_is_accepted(spec):
+    exp = experiment(**spec)
+    if not spec.get("storage"):
+        del exp["spec"]["storage"]
+    parse_experiment_object(exp, CHART.with_(default_storage_url="s3://kubenas/experiments"))
+
+
+@pytest.mark.parametrize("spec,reason,message", [
+    ({"image": "evil.example.com/miner:latest"}, "ImageNotAllowed",
+     "spec.image: 'evil.example.com/miner:latest' is not an allowed image (allowed: "
+     "registry.example.com/ml/kubenas:0.1.0, registry.example.com/team/*; the chart's "
+     "experiments.allowedImages)"),
+    ({"image": "registry.example.com/ml/kubenas:0.1.0-evil"}, "ImageNotAllowed", "spec.image: "),
+    ({"storage": {"url": "s3://b/x", "secretName": "other-team-s3"}}, "SecretNotAllowed",
+     "spec.storage.secretName: 'other-team-s3' is not an allowed Secret (allowed: kubenas-s3, "
+     "team-s3; the chart's experiments.allowedSecrets)"),
+])
+def test_an_image_or_secret_the_admin_did_not_allow_is_refused_with_its_reason(spec, reason, message):
+    with pytest.raises(NotAllowed) as err:
+        parse_experiment_object(experiment(**spec), CHART)
+    assert err.value.reason == reason and str(err.value).startswith(message)
+    assert isinstance(err.value, ContractError), "refused like any bad spec: no Job, no Deployment"
+    with pytest.raises(NotAllowed):
+        build_controller_deployment(experiment(**spec), CHART)
+
+
+def test_without_a_policy_an_operator_checks_nothing():
+    """An operator started without the chart's variables (tests, development)."""
+    parse_experiment_object(experiment(image="anything:1"), Settings())
