@@ -368,6 +368,19 @@ class SearchLoop:
                             status="failed", reason=reason, timings=r.timings,
                             extra={**r.extra, "architectureMismatch": True})
 
+    def credited(self, records: list[ResultRecord]) -> list[ResultRecord]:
+        """The records as the search counted them, for the final outputs (leaderboard, best
+        model): one describing another architecture than its sample is the failed result it
+        was applied as; one for a trial this search never sampled is left out. Reads each
+        trial's ``trials/`` document: for the end of a search, not the loop."""
+        out = []
+        for r in records:
+            try:
+                out.append(self._credited(r, {}))
+            except NotFound:
+                continue
+        return out
+
     def _apply(self, results: list[ResultRecord]) -> list[LoopEvent]:
         events = []
         for r in results:

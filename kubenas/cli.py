@@ -112,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     bar.close()
-    summary = write_outputs(results.all(), store, workdir)
+    summary = write_outputs(loop.credited(results.all()), store, workdir)
     summary["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(summary, indent=1))
     print(f"outputs in {workdir}: leaderboard.csv best_architecture.json best_model.pt rewards.png")

@@ -115,7 +115,7 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
         log.info("controller %s stopping; state is in %s", replica, store.url())
         return 0
     summary = loop.summary()
-    outputs = publish_outputs(store, results.all())
+    outputs = publish_outputs(store, loop.credited(results.all()))
     write(phase="Succeeded", summary=summary, policy_version=_policy_version(loop),
           message=f"{summary['applied']} trials; best {summary['bestTrial']} "
                   f"reward {summary['bestReward']}; outputs in {store.url()}/outputs/",

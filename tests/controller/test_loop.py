@@ -310,3 +310,18 @@ def test_a_sample_without_a_digest_is_compared_with_its_trials_document(tmp_path
     refused = loop._credited(other, loop.pending["exp-00001"])
     assert refused.status == "failed" and refused.architecture == ARCH
     assert "architecture mismatch: result for trial exp-00001" in refused.reason
+
+
+def test_the_final_outputs_count_results_as_the_search_applied_them(tmp_path):
+    store = LocalStore(tmp_path)
+    loop = SearchLoop(_exp(8), CountingStrategy, StaleExecutor(store, slots=3, seed=8),
+                      StoreResultSource(store), store, poll_interval=0)
+    loop.run(deadline=time.monotonic() + 10)
+    store.put_new(result_key("exp-00099"), ResultRecord(     # a trial this search never sampled
+        experiment="exp", trial_id="exp-00099", architecture=ARCH, status="succeeded",
+        reward=0.5).to_json())
+    records = {r.trial_id: r for r in loop.credited(StoreResultSource(store).all())}
+    assert sorted(records) == [f"exp-{i:05d}" for i in range(8)]
+    assert records["exp-00002"].status == "failed" and records["exp-00002"].architecture == ARCH
+    assert records["exp-00002"].reason.startswith("architecture mismatch: ")
+    assert max((r for r in records.values() if r.succeeded), key=lambda r: r.reward).trial_id == "exp-00007"
