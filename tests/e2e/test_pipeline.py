@@ -438,7 +438,7 @@ def test_long_search_survives_controller_operator_pod_kubelet_and_s3_faults(kube
     # Every succeeded trial's Job completes, also one whose pod the node lifecycle evicted
     # while its kubelet was away (the replacement pod finds the result and trains nothing).
     def jobs_complete() -> bool:
-        rows = {r["NAME"]: r for r in kubectl_tables(kubenas.kubectl("get", "jobs"))["job.batch"]}
+        rows = {r["NAME"]: r for r in kubectl_tables(kubenas.kubectl("get", "trials,jobs"))["job.batch"]}
         return all(rows[f"job.batch/{job_name(r.trial_id)}"]["COMPLETIONS"] == "1/1"
                    for r in succeeded)
     run.wait(jobs_complete, 180, "every succeeded trial's Job complete")
