@@ -36,6 +36,7 @@ MAX_SLOTS = 32
 PAUSE_IMAGE = "registry.k8s.io/pause:3.6"
 CNI_BIN_DIR = "/usr/lib/cni"
 KUBELET_PORT = 10250
+DEVICE_PLUGINS = "/var/lib/kubelet/device-plugins"   # hard-coded in the kubelet
 
 
 def run(*argv: str, netns: Optional[str] = None, check: bool = True,
@@ -172,19 +173,24 @@ class RealNode:
     # -- daemons ----------------------------------------------------------------------------
     def start_mount_ns(self, timeout: float = 20) -> Daemon:
         """A mount namespace of the node's own, held by a sleeping process, in which only
-        /var/log/pods differs: the kubelet hard-codes that path and deletes every pod log
-        directory there that is not one of its own pods, so two kubelets cannot share it.
+        /var/log/pods and /var/lib/kubelet/device-plugins differ: the kubelet hard-codes both.
+        It deletes every pod log directory there that is not one of its own pods, and at start
+        it empties the device-plugin directory and binds its registration socket there, so two
+        kubelets starting together race for it ("address already in use").
         (Not `ip netns exec`: that also remounts /sys, and the kubelet's cgroup discovery fails.)"""
-        logs = self.dir / "pod-logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        Path("/var/log/pods").mkdir(parents=True, exist_ok=True)
-        script = f"mount --bind {logs} /var/log/pods && exec sleep infinity"
+        logs, plugins = self.dir / "pod-logs", self.dir / "device-plugins"
+        binds = [(logs, Path("/var/log/pods")), (plugins, Path(DEVICE_PLUGINS))]
+        for ours, host in binds:
+            ours.mkdir(parents=True, exist_ok=True)
+            host.mkdir(parents=True, exist_ok=True)
+        script = " && ".join(f"mount --bind {ours} {host}" for ours, host in binds) + \
+            " && exec sleep infinity"
         d = Daemon.spawn(f"mountns-{self.name}", ["unshare", "--mount", "--propagation", "slave",
                                                   "--", "sh", "-c", script],
                          self.dir / "logs" / "mountns.log")
         self.daemons["mountns"] = d
-        wait_until(lambda: " /var/log/pods " in _read(f"/proc/{d.pid}/mountinfo"), d,
-                   "mounting the node's /var/log/pods", timeout)
+        wait_until(lambda: all(f" {host} " in _read(f"/proc/{d.pid}/mountinfo") for _, host in binds),
+                   d, "mounting the node's /var/log/pods and device-plugins", timeout)
         return d
 
     def _spawn(self, name: str, argv: list[str], own_mounts: bool = True) -> Daemon:
