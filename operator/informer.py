@@ -277,15 +277,18 @@ class WorkQueue:
                 self._queue.append(key)
                 self._cond.notify()
 
+    def _schedule(self, key: Hashable, delay: float) -> None:
+        """Put ``key`` in the delayed heap (the caller holds the condition)."""
+        self._seq += 1
+        heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, key))
+        self._cond.notify()
+
     def add_after(self, key: Hashable, delay: float) -> None:
         if delay <= 0:
             return self.add(key)
         with self._cond:
-            if self._shutdown:
-                return
-            self._seq += 1
-            heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, key))
-            self._cond.notify()
+            if not self._shutdown:
+                self._schedule(key, delay)
 
     def add_coalesced(self, key: Hashable, delay: float) -> None:
         """``add`` at most once per ``delay``: every call until the key comes due joins the
@@ -294,9 +297,7 @@ class WorkQueue:
             if self._shutdown or key in self._dirty or key in self._coalescing:
                 return
             self._coalescing.add(key)
-            self._seq += 1
-            heapq.heappush(self._delayed, (time.monotonic() + delay, self._seq, key))
-            self._cond.notify()
+            self._schedule(key, delay)
 
     def add_rate_limited(self, key: Hashable) -> float:
         with self._cond:
