@@ -5,7 +5,8 @@ Trial or Job makes each event cost O(n) and the whole run O(n^2). These key func
 (``Informer(indexers=...)``) keep the answers ready instead:
 
 * ``TRIAL_INDEXERS``: a Trial by its experiment, by (experiment, phase) for the status
-  counts, and the unfinished ones for the periodic resync;
+  counts and the metrics, the unfinished ones for the periodic resync, and by experiment for
+  a change of their Experiment (a finished Trial's reconcile does not depend on it);
 * ``JOB_INDEXERS``: the unfinished Jobs by (experiment, pool), for maxInFlight;
 * ``POD_INDEXERS``: a Pod by the Trial it runs.
 
@@ -24,6 +25,7 @@ from kubenas.operator.status import experiment_counts_from, is_terminal, observe
 BY_EXPERIMENT = "experiment"
 BY_PHASE = "phase"
 UNFINISHED = "unfinished"
+UNFINISHED_OF = "unfinished-of"
 IN_FLIGHT = "in-flight"
 BY_TRIAL = "trial"
 
@@ -44,6 +46,7 @@ TRIAL_INDEXERS = {
     BY_EXPERIMENT: lambda t: (_ns(t), _experiment(t)) if _experiment(t) else None,
     BY_PHASE: lambda t: (_ns(t), _experiment(t), _phase(t)) if _experiment(t) else None,
     UNFINISHED: lambda t: None if is_terminal(t) else True,
+    UNFINISHED_OF: lambda t: None if is_terminal(t) or not _experiment(t) else (_ns(t), _experiment(t)),
 }
 
 

@@ -83,6 +83,11 @@ class Informer:
         with self._lock:
             return len(self._index[index].get(value, ()))
 
+    def index_counts(self, index: str) -> dict:
+        """{value: how many cached objects have it} of one index."""
+        with self._lock:
+            return {value: len(keys) for value, keys in self._index[index].items()}
+
     def _put(self, key: tuple, obj: dict) -> None:
         """Cache ``obj`` and re-index it (the caller holds the lock)."""
         self._cache[key] = obj
@@ -146,8 +151,9 @@ class Informer:
             self._thread.join(timeout)
 
     def _list(self) -> str:
-        items, rv = self.kube.list_all(self.path, label_selector=self.label_selector)
-        fresh = {obj_key(o): self.trim(o) for o in items}
+        items, rv = self.kube.list_all(self.path, label_selector=self.label_selector,
+                                       transform=self.trim)
+        fresh = {obj_key(o): o for o in items}
         del items
         with self._lock:
             old = self._cache
@@ -384,6 +390,12 @@ class InformerGroup:
 
     def count(self, index: str, value: Hashable) -> int:
         return sum(inf.count(index, value) for inf in self.members)
+
+    def index_counts(self, index: str) -> dict:
+        out: dict = {}
+        for inf in self.members:   # one namespace each: their values do not overlap
+            out.update(inf.index_counts(index))
+        return out
 
     def upsert(self, obj: dict) -> None:
         inf = self._for(obj_key(obj)[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 from urllib.parse import quote
 
 from kubenas.operator import constants as C
@@ -169,15 +169,20 @@ class Kube:
         return self.request("DELETE", path, body=body)
 
     def list_all(self, path: str, label_selector: Optional[str] = None,
-                 field_selector: Optional[str] = None, limit: int = 500) -> tuple[list, str]:
-        """All items (paginated) and the list's resourceVersion."""
+                 field_selector: Optional[str] = None, limit: int = 500,
+                 transform: Optional[Callable[[dict], Any]] = None) -> tuple[list, str]:
+        """All items (paginated) and the list's resourceVersion. ``transform`` is applied to
+        each item as its page arrives, so a caller that keeps a little of each object (the
+        informers' trim) never holds more than one page of whole objects."""
         items: list = []
         cont = None
         while True:
             doc = self.request("GET", path, [("labelSelector", label_selector),
                                              ("fieldSelector", field_selector),
                                              ("limit", str(limit)), ("continue", cont)])
-            items.extend(doc.get("items") or [])
+            page = doc.pop("items", None) or []
+            items.extend(map(transform, page) if transform else page)
+            del page
             meta = doc.get("metadata") or {}
             cont = meta.get("continue")
             if not cont:

@@ -118,8 +118,8 @@ class Operator:
     def pods_of(self, ns: str, trial: str) -> list:
         return self.pods.by_index(X.BY_TRIAL, (ns, trial))
 
-    def trials_of(self, ns: str, experiment: str) -> list:
-        return self.trials.by_index(X.BY_EXPERIMENT, (ns, experiment))
+    def unfinished_trials_of(self, ns: str, experiment: str) -> list:
+        return self.trials.by_index(X.UNFINISHED_OF, (ns, experiment))
 
     # -- event handlers ----------------------------------------------------------------------
     def _on_trial(self, kind: str, obj: dict) -> None:
@@ -146,7 +146,7 @@ class Operator:
         if self._exp_seen.get((ns, name)) != seen:
             if kind != "DELETED":
                 self._exp_seen[(ns, name)] = seen
-            for t in self.trials_of(ns, name):
+            for t in self.unfinished_trials_of(ns, name):
                 self.queue.add(("trial", ns, t["metadata"]["name"]))
 
     def _on_job(self, kind: str, obj: dict) -> None:
@@ -230,7 +230,7 @@ class Operator:
         t = threading.Thread(target=self._resync, name="resync", daemon=True)
         t.start()
         self._threads.append(t)
-        self._collector = M.TrialPhaseCollector(self.trials.items)
+        self._collector = M.TrialPhaseCollector(lambda: self.trials.index_counts(X.BY_PHASE))
         M.register(self._collector)
         if self.metrics_port is not None:
             self.metrics_server = M.MetricsServer(self.metrics_port)

@@ -20,21 +20,19 @@ JOBS_STOPPED = Counter("kubenas_operator_jobs_stopped",
 
 
 class TrialPhaseCollector:
-    """``kubenas_trials{namespace, phase}``: Trials by phase, read from the operator's cache
-    at scrape time (so it is never stale)."""
+    """``kubenas_trials{namespace, phase}``: Trials by phase, read at scrape time from the
+    trials cache's (namespace, experiment, phase) index counts (so it is never stale, and a
+    scrape costs the number of experiments, not of Trials)."""
 
-    def __init__(self, trials: Callable[[], list]) -> None:
-        self._trials = trials
+    def __init__(self, phase_counts: Callable[[], dict]) -> None:
+        self._phase_counts = phase_counts   # {(namespace, experiment, phase): count}
 
     def collect(self):
         g = GaugeMetricFamily("kubenas_trials", "Trials by phase", labels=["namespace", "phase"])
         counts: dict = {}
-        for t in self._trials():
-            ns = (t.get("metadata") or {}).get("namespace") or ""
-            phase = (t.get("status") or {}).get("phase") or C.TRIAL_PENDING
-            counts[(ns, phase)] = counts.get((ns, phase), 0) + 1
-        namespaces = {ns for ns, _ in counts} or set()
-        for ns in sorted(namespaces):
+        for (ns, _experiment, phase), n in self._phase_counts().items():
+            counts[(ns, phase)] = counts.get((ns, phase), 0) + n
+        for ns in sorted({ns for ns, _ in counts}):
             for phase in C.TRIAL_PHASES:
                 g.add_metric([ns, phase], counts.get((ns, phase), 0))
         yield g

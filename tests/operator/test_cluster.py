@@ -480,6 +480,25 @@ def test_expired_finished_jobs_leave_their_trials_as_they_were(env, operator_fac
     assert rec.status == "succeeded" and (rec.extra or {}).get("writtenBy") != "kubenas-operator"
 
 
+def test_a_paged_list_is_trimmed_page_by_page(env):
+    """The informers' re-list keeps at most one page of whole objects: ``transform`` sees each
+    item as its page arrives, and every item of every page comes back."""
+    path = f"/api/v1/namespaces/{env.ns}/configmaps"
+    for i in range(7):
+        env.kube.create(path, {"apiVersion": "v1", "kind": "ConfigMap",
+                               "metadata": {"name": f"page-{i}", "labels": {"paged": "yes"}},
+                               "data": {"blob": "x" * 1000}})
+    seen = []
+
+    def trim(obj):
+        seen.append(obj["metadata"]["name"])
+        return {"metadata": {"name": obj["metadata"]["name"]}}
+
+    items, rv = env.kube.list_all(path, label_selector="paged=yes", limit=3, transform=trim)
+    assert sorted(o["metadata"]["name"] for o in items) == [f"page-{i}" for i in range(7)]
+    assert items == [{"metadata": {"name": n}} for n in seen] and rv
+
+
 def test_runner_stops_cleanly(env):
     import threading
 

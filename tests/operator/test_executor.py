@@ -55,9 +55,11 @@ class FakeKube:
             return copy.deepcopy(self.trials[name])
         return copy.deepcopy(self.experiment)
 
-    def list_all(self, path: str, label_selector=None, field_selector=None, limit=500):
+    def list_all(self, path: str, label_selector=None, field_selector=None, limit=500,
+                 transform=None):
         self._enter("list_all")
-        return [copy.deepcopy(t) for t in self.trials.values()], str(self.rv)
+        items = [copy.deepcopy(t) for t in self.trials.values()]
+        return [transform(t) for t in items] if transform else items, str(self.rv)
 
     def watch(self, path, rv, label_selector=None, timeout_seconds=300, on_response=None):
         """The events since the list; ends when none comes for a moment (the informer

@@ -29,8 +29,8 @@ class ListOnce:
     def __init__(self, items):
         self.items = items
 
-    def list_all(self, path, label_selector=None):
-        return list(self.items), "1"
+    def list_all(self, path, label_selector=None, transform=None):
+        return [transform(o) if transform else o for o in self.items], "1"
 
 
 def informer(indexers, items=(), trim=lambda o: o):
@@ -64,6 +64,36 @@ def test_finished_trials_are_cached_without_their_architecture():
     assert inf.get("ns", "a")["spec"]["architecture"]
     assert inf.get("ns", "b")["spec"] == {"experiment": "e", "pool": "p"}
     assert inf.get("ns", "b")["status"]["reward"] == 0.3
+
+
+def test_a_finished_trial_keeps_only_what_its_reconcile_and_the_indexes_read():
+    import json
+    t = trial("b", "Failed")
+    t["metadata"].update(uid="u-1", ownerReferences=[{"kind": "Experiment", "name": "e"}],
+                         labels={C.LABEL_EXPERIMENT: "e"}, managedFields=[{"manager": "x"}])
+    t["status"].update(reason="Stopped", message="experiment finished",
+                       conditions=[{"type": "Valid", "status": "True"}], startTime="t0")
+    a, b = (trim_trial(json.loads(json.dumps(t))) for _ in range(2))   # two watch events
+    assert a == {"metadata": {"name": "b", "namespace": "ns", "uid": "u-1", "resourceVersion": "1",
+                              "labels": {C.LABEL_EXPERIMENT: "e"}},
+                 "spec": {"experiment": "e", "pool": "p"},
+                 "status": {"phase": "Failed", "reason": "Stopped", "message": "experiment finished"}}
+    # decoded separately, yet one copy of each key and shared value
+    assert next(iter(a["status"])) is next(iter(b["status"]))
+    assert a["spec"]["experiment"] is b["spec"]["experiment"]
+    assert a["metadata"]["labels"][C.LABEL_EXPERIMENT] is b["metadata"]["labels"][C.LABEL_EXPERIMENT]
+
+
+def test_index_counts_and_unfinished_trials_of_an_experiment():
+    trials = [trial("a"), trial("b", "Running"), trial("c", "Succeeded", 0.5),
+              trial("x", "Running", exp="other"), trial("y", "Succeeded", 0.1, ns="ns2")]
+    inf = informer(X.TRIAL_INDEXERS, trials, trim_trial)
+    assert inf.index_counts(X.BY_PHASE) == {
+        ("ns", "e", "Pending"): 1, ("ns", "e", "Running"): 1, ("ns", "e", "Succeeded"): 1,
+        ("ns", "other", "Running"): 1, ("ns2", "e", "Succeeded"): 1}
+    assert {t["metadata"]["name"] for t in inf.by_index(X.UNFINISHED_OF, ("ns", "e"))} == {"a", "b"}
+    inf.upsert(trial("b", "Failed", rv=2))
+    assert {t["metadata"]["name"] for t in inf.by_index(X.UNFINISHED_OF, ("ns", "e"))} == {"a"}
 
 
 def test_best_trials_only_improve():

@@ -22,8 +22,9 @@ class ScriptedKube:
         self.watch_rvs = []
         self.done = threading.Event()
 
-    def list_all(self, path, label_selector=None):
-        return self.lists.pop(0)
+    def list_all(self, path, label_selector=None, transform=None):
+        items, rv = self.lists.pop(0)
+        return [transform(o) for o in items] if transform else items, rv
 
     def watch(self, path, rv, label_selector=None, timeout_seconds=300, on_response=None):
         self.watch_rvs.append(rv)
