@@ -25,6 +25,12 @@ class TrialRequest:
     labels: dict = field(default_factory=dict)
 
 
+class TrialRefused(Exception):
+    """``Executor.submit`` cannot run this trial, now or ever (an object of its name already
+    exists and is not this sample). The loop records a failed result with this message as
+    the reason, so the search goes on and the trial is never credited with another's result."""
+
+
 class Executor(abc.ABC):
     @abc.abstractmethod
     def free_slots(self, pool: Optional[str] = None) -> int:
@@ -32,7 +38,8 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, request: TrialRequest) -> None:
-        """Start training ``request`` (idempotent by trial_id)."""
+        """Start training ``request`` (idempotent by trial_id); raise TrialRefused if it
+        can never run."""
 
     def in_flight(self) -> set[str]:
         """Trial ids submitted whose result has not been delivered yet (best effort)."""

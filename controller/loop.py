@@ -31,7 +31,8 @@ from datetime import datetime, timezone
 from typing import Callable, Optional
 
 from kubenas.contracts import Architecture, ResultRecord, result_key
-from kubenas.controller.interfaces import Executor, ResultSource, TrialRequest
+from kubenas.contracts.names import ANNOTATION_RESUME_FROM
+from kubenas.controller.interfaces import Executor, ResultSource, TrialRefused, TrialRequest
 from kubenas.controller.ledger import AppliedView, IndexSet, SampledView, TrialIds
 from kubenas.controller.results import applied_key, trial_key
 from kubenas.controller.strategies.base import Strategy
@@ -95,6 +96,14 @@ def read_ledger(store: ObjectStore) -> dict:
             "applied": documents(applied_key, IndexSet(state["appliedRanges"]))}
 
 
+class StateOwned(RuntimeError):
+    """The stored state belongs to another Experiment (another namespace or UID)."""
+
+
+def _owner_record(owner: dict) -> dict:
+    return {k: owner.get(k) for k in ("namespace", "name", "uid")}
+
+
 @dataclass
 class LoopEvent:
     """Something the loop did, for progress bars, logs and metrics."""
@@ -116,7 +125,7 @@ class SearchLoop:
                  executor: Executor, results: ResultSource, store: ObjectStore,
                  replica: str = "0", on_event: Optional[Callable[[LoopEvent], None]] = None,
                  poll_interval: float = 0.5, shared: bool = False,
-                 checkpoint: bool = True) -> None:
+                 checkpoint: bool = True, owner: Optional[dict] = None) -> None:
         self.experiment = experiment
         self.strategy_factory = strategy_factory
         self.executor = executor
@@ -129,6 +138,10 @@ class SearchLoop:
         # checkpoint=False: an in-process simulation (the NAS-Bench-201 benchmark) that needs
         # no resume; nothing is written to the store (per-trial documents stay in memory).
         self.checkpoint = checkpoint
+        # owner: the cluster object this search belongs to ({namespace, name, uid,
+        # resumeFrom}); recorded in the state, which another UID may not resume (StateOwned).
+        # None (kubenas run): no owner is checked or recorded.
+        self.owner = owner
         self.strategy: Strategy = strategy_factory()
         self.state: dict = {}
         self.etag: Optional[str] = None
@@ -141,11 +154,34 @@ class SearchLoop:
 
     # -- persistence -----------------------------------------------------------------------
     def _fresh_state(self) -> dict:
-        return {"version": STATE_VERSION, "experiment": self.experiment.name,
-                "strategyName": self.experiment.strategy, "strategy": None,
-                "nextIndex": 0, "counts": {"applied": 0, "succeeded": 0, "failed": 0},
-                "appliedRanges": [], "best": None, "pending": {}, "outbox": {},
-                "updatedAt": _now()}
+        state = {"version": STATE_VERSION, "experiment": self.experiment.name,
+                 "strategyName": self.experiment.strategy, "strategy": None,
+                 "nextIndex": 0, "counts": {"applied": 0, "succeeded": 0, "failed": 0},
+                 "appliedRanges": [], "best": None, "pending": {}, "outbox": {},
+                 "updatedAt": _now()}
+        if self.owner is not None:
+            state["owner"] = _owner_record(self.owner)
+        return state
+
+    def _check_owner(self, state: dict) -> None:
+        """A state another Experiment (another UID) wrote is refused unless this one asked
+        to resume exactly that UID; a state without an owner (written by ``kubenas run`` or
+        before owners were recorded) is taken over. Either way this owner is recorded."""
+        if self.owner is None:
+            return
+        theirs = state.get("owner") or {}
+        if theirs.get("uid") not in (None, self.owner.get("uid"), self.owner.get("resumeFrom")):
+            raise StateOwned(
+                f"{self.store.url()}/{STATE_KEY} belongs to Experiment "
+                f"{theirs.get('namespace')}/{theirs.get('name')} (uid {theirs.get('uid')}), not "
+                f"this one (uid {self.owner.get('uid')}): a re-created Experiment starts fresh "
+                f"under its own storage prefix; to continue that state, annotate this "
+                f"Experiment {ANNOTATION_RESUME_FROM}={theirs.get('uid')}")
+        if theirs.get("uid") != self.owner.get("uid"):
+            if theirs.get("uid"):
+                log.info("%s: resuming the state of uid %s as uid %s", self.store.url(),
+                         theirs.get("uid"), self.owner.get("uid"))
+            state["owner"] = {**_owner_record(self.owner), "resumedFrom": theirs.get("uid")}
 
     def _check(self, state: dict) -> None:
         where = f"{self.store.url()}/{STATE_KEY}"
@@ -177,6 +213,7 @@ class SearchLoop:
             return
         state = json.loads(data)
         self._check(state)
+        self._check_owner(state)
         self.strategy = self.strategy_factory()
         if state.get("strategy") is not None:
             self.strategy.load_state_dict(state["strategy"])
@@ -300,8 +337,24 @@ class SearchLoop:
         return n
 
     def _submit(self, tid: str, architecture: Architecture) -> None:
-        self.executor.submit(TrialRequest(trial_id=tid, architecture=architecture))
+        try:
+            self.executor.submit(TrialRequest(trial_id=tid, architecture=architecture))
+        except TrialRefused as exc:
+            self._record_refused(tid, architecture, str(exc))
         self._submitted.add(tid)
+
+    def _record_refused(self, tid: str, architecture: Architecture, reason: str) -> None:
+        """The trial can never run: its failed result (create-only: a record already there
+        decides), found and applied like any other."""
+        log.error("%s: counted as a failed trial", reason)
+        record = ResultRecord(experiment=self.experiment.name, trial_id=tid,
+                              architecture=architecture, status="failed", reason=reason,
+                              timings={"finished_at": _now()},
+                              extra={"writtenBy": "kubenas-controller"})
+        try:
+            self.store.put_new(result_key(tid), record.to_json())
+        except AlreadyExists:
+            pass
 
     def fill(self) -> int:
         """Sample and submit into the slots free now, as far as the budget allows: one

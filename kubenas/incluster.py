@@ -22,6 +22,7 @@ from kubenas.contracts import ContractError
 log = logging.getLogger("kubenas.controller")
 
 STATUS_INTERVAL = 2.0  # seconds between Experiment status writes while searching
+OWNER_RECHECK_SECONDS = 10.0  # a state of another Experiment in the way: re-read this often
 
 
 class _Stop(Exception):
@@ -47,11 +48,8 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
                    metrics_port: Optional[int] = None, api_client=None,
                    stop_event: Optional[threading.Event] = None, poll_interval: float = 1.0,
                    idle_when_done: bool = True) -> int:
-    from kubenas.controller.loop import LoopEvent, SearchLoop
     from kubenas.controller.policy import use_one_thread
-    from kubenas.controller.results import StoreResultSource
     from kubenas.operator.executor import KubernetesExecutor
-    from kubenas.storage import open_store
 
     use_one_thread()
     stop_event = stop_event or threading.Event()
@@ -66,25 +64,29 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
         executor = KubernetesExecutor(experiment, namespace, api_client=api_client)
     except ContractError as exc:
         return _invalid(experiment, namespace, api_client, str(exc), stop_event, idle_when_done)
-    exp = executor.experiment
-    write = executor.write_status
     try:
         from kubenas.cli import _strategy_factory
         from kubenas.trainer.config import validate_trainer_config
 
+        exp = executor.experiment
         factory = _strategy_factory(exp)
         validate_trainer_config(exp.trainer, space=exp.space, where="spec.trainer")
     except ContractError as exc:
         return _invalid(experiment, namespace, api_client, str(exc), stop_event, idle_when_done,
                         executor=executor)
-
-    store = open_store(exp.storage["url"], endpoint_url=exp.storage.get("endpoint"))
-    results = StoreResultSource(store)
-    replicas = exp.controller.get("replicas", 1)  # an integer in [1, 16]: parse_experiment
-    last_status = [0.0]
     loop_ref: list = []
+    on_event = _on_event(executor, metrics, stop_event, loop_ref)
+    opened = _open_search(executor, factory, replica, on_event, poll_interval, stop_event)
+    if opened is None:
+        return 0
+    loop_ref.append(opened[0])
+    return _search(executor, *opened, replica, stop_event, poll_interval, idle_when_done)
 
-    def on_event(e: LoopEvent) -> None:
+
+def _on_event(executor, metrics, stop_event: threading.Event, loop_ref: list):
+    last_status = [0.0]
+
+    def on_event(e) -> None:
         metrics.observe(e)
         if stop_event.is_set():
             raise _Stop()
@@ -92,16 +94,54 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
         loop = loop_ref[0] if loop_ref else None  # None while the loop is being constructed
         if loop and e.kind == "applied" and now - last_status[0] > STATUS_INTERVAL:
             last_status[0] = now
-            write(phase="Running", summary=loop.summary(),
-                  policy_version=_policy_version(loop))
+            executor.write_status(phase="Running", summary=loop.summary(),
+                                  policy_version=_policy_version(loop))
+    return on_event
 
-    loop = SearchLoop(exp, factory, executor, results, store, replica=replica,
-                      on_event=on_event, poll_interval=poll_interval, shared=replicas > 1)
-    loop_ref.append(loop)
+
+def _open_search(executor, factory, replica: str, on_event, poll_interval: float,
+                 stop_event: threading.Event):
+    """The search loop on this Experiment's own state: (loop, store, results). A state that
+    another Experiment (another UID) wrote is not resumed: the Experiment gets
+    StateOwner=False saying how to resume it explicitly, and this waits, re-reading the
+    Experiment, until it is annotated so (or stopped: None)."""
+    from kubenas.controller.loop import SearchLoop, StateOwned
+    from kubenas.controller.results import StoreResultSource
+    from kubenas.operator.validation import state_owner
+    from kubenas.storage import open_store
+
+    while True:
+        exp = executor.experiment
+        store = open_store(exp.storage["url"], endpoint_url=exp.storage.get("endpoint"))
+        results = StoreResultSource(store)
+        try:
+            loop = SearchLoop(exp, factory, executor, results, store, replica=replica,
+                              on_event=on_event, poll_interval=poll_interval,
+                              shared=exp.controller.get("replicas", 1) > 1,
+                              owner=state_owner(executor.experiment_obj))
+            return loop, store, results
+        except (StateOwned, ContractError) as exc:
+            log.error("experiment %s/%s: %s", executor.namespace, exp.name, exc)
+            executor.write_status(message=str(exc), conditions=[_condition(
+                "StateOwner", "False", "StateOfAnotherExperiment", str(exc))])
+        if stop_event.wait(OWNER_RECHECK_SECONDS) or executor.stop_requested():
+            return None
+        try:
+            executor.refresh_experiment()
+        except ContractError as exc:
+            log.error("experiment %s/%s: %s", executor.namespace, exp.name, exc)
+
+
+def _search(executor, loop, store, results, replica: str, stop_event: threading.Event,
+            poll_interval: float, idle_when_done: bool) -> int:
+    write, experiment = executor.write_status, executor.experiment_name
+    owner = (loop.state.get("owner") or {}).get("uid")
     write(phase="Running", summary=loop.summary(), conditions=[
-        _condition("Valid", "True", "SpecValid", "the experiment spec is valid")])
-    log.info("experiment %s/%s: %d sampled, %d applied; searching", namespace, experiment,
-             len(loop.sampled), len(loop.applied))
+        _condition("Valid", "True", "SpecValid", "the experiment spec is valid"),
+        _condition("StateOwner", "True", "OwnState",
+                   f"the controller state in {store.url()} is this Experiment's (uid {owner})")])
+    log.info("experiment %s/%s: %d sampled, %d applied; searching", executor.namespace,
+             experiment, len(loop.sampled), len(loop.applied))
     try:
         while not loop.done():
             reason = executor.stop_requested()

@@ -1,5 +1,7 @@
 """Names shared by the CRDs, the reconciler, the Job builder and the executor."""
 
+from kubenas.contracts import names
+
 GROUP = "kubenas.dev"
 VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -24,6 +26,8 @@ MANAGED_BY = "kubenas-operator"
 # Annotations.
 ANNOTATION_TRIAL = "kubenas.dev/trial-name"          # full Trial name on Jobs and pods
 ANNOTATION_STOP = "kubenas.dev/stop"                  # "true" on an Experiment: stop it now
+ANNOTATION_RESUME_FROM = names.ANNOTATION_RESUME_FROM  # an earlier UID whose state to resume
+ANNOTATION_EXPERIMENT_UID = "kubenas.dev/experiment-uid"  # on a Trial: the UID that sampled it
 
 # Phases.
 TRIAL_PENDING, TRIAL_RUNNING, TRIAL_SUCCEEDED, TRIAL_FAILED = (

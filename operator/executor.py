@@ -19,8 +19,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
 
-from kubenas.contracts import ContractError
-from kubenas.controller.interfaces import Executor, TrialRequest
+from kubenas.contracts import Architecture, ContractError
+from kubenas.controller.interfaces import Executor, TrialRefused, TrialRequest
 from kubenas.operator import constants as C
 from kubenas.operator.jobs import owner_reference, trial_labels
 from kubenas.operator.informer import Informer
@@ -28,7 +28,7 @@ from kubenas.operator.kube import Kube, KubeError, TransportError, custom_path
 from kubenas.operator.naming import is_dns_label, label_value
 from kubenas.operator.settings import Settings
 from kubenas.operator.status import drop_empty, now_iso, set_condition
-from kubenas.operator.validation import find_pool, parse_experiment_object
+from kubenas.operator.validation import find_pool, parse_experiment_object, state_owner
 
 log = logging.getLogger("kubenas.operator")
 
@@ -179,6 +179,8 @@ class KubernetesExecutor(Executor):
         return {
             "apiVersion": C.API_VERSION, "kind": C.TRIAL_KIND,
             "metadata": {"name": request.trial_id, "namespace": self.namespace, "labels": labels,
+                         "annotations": {C.ANNOTATION_EXPERIMENT_UID:
+                                         self.experiment_obj["metadata"].get("uid", "")},
                          "ownerReferences": [owner_reference(self.experiment_obj)]},
             "spec": {"experiment": self.experiment_name, "pool": pool,
                      "architecture": arch.to_dict(),
@@ -196,9 +198,50 @@ class KubernetesExecutor(Executor):
         except KubeError as exc:
             if not exc.conflict:
                 raise
+            self._check_existing(request)
             log.debug("trial %s already submitted", request.trial_id)
         with self._lock:   # counted until the watch shows it (finished or not)
             self._submitted[request.trial_id] = pool
+
+    def _check_existing(self, request: TrialRequest) -> None:
+        """A Trial of this name exists (409): it is this sample, submitted before, only if
+        this Experiment (or the one it resumes) made it and it describes the same
+        architecture; else it was left by another Experiment of this name (deleted with
+        ``--cascade=orphan`` and re-created) and is never credited: raise TrialRefused."""
+        tid = request.trial_id
+        path = custom_path(C.TRIAL_PLURAL, self.namespace, tid)
+        try:
+            have = self.backoff.call(f"reading trial {self.namespace}/{tid}",
+                                     lambda: self.kube.get(path))
+        except KubeError as exc:
+            if exc.not_found:   # deleted since: create again
+                return self.submit(request)
+            raise
+        problem = self._not_this_sample(have, request.architecture)
+        if problem:
+            raise TrialRefused(
+                f"trial {self.namespace}/{tid}: a Trial of this name already exists and is not "
+                f"this sample ({problem}); it was left by an earlier Experiment named "
+                f"{self.experiment_name!r}: delete those Trials (kubectl -n {self.namespace} "
+                f"delete trials -l {C.LABEL_EXPERIMENT}={label_value(self.experiment_name)})")
+
+    def _not_this_sample(self, have: dict, architecture: Architecture) -> Optional[str]:
+        meta = have.get("metadata") or {}
+        owner = state_owner(self.experiment_obj)
+        ours = {owner["uid"], owner["resumeFrom"]} - {None}
+        theirs = (meta.get("annotations") or {}).get(C.ANNOTATION_EXPERIMENT_UID)
+        if theirs is None:   # made by hand, or by a kubenas that did not annotate: the owner
+            refs = [r.get("uid") for r in meta.get("ownerReferences") or []
+                    if r.get("kind") == C.EXPERIMENT_KIND]
+            theirs = next((u for u in refs if u in ours), refs[0] if refs else "none")
+        if theirs not in ours:
+            return f"made by Experiment uid {theirs}, this one is uid {owner['uid']}"
+        try:
+            same = Architecture.from_dict((have.get("spec") or {}).get("architecture"),
+                                          "spec.architecture").to_dict() == architecture.to_dict()
+        except (ContractError, TypeError, ValueError):
+            same = False
+        return None if same else "it describes another architecture"
 
     def in_flight(self) -> set[str]:
         return set(self._busy())

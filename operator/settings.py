@@ -38,6 +38,7 @@ _ENV = {
     "KUBENAS_DEFAULT_WORKER_POOLS": ("default_worker_pools", "list"),
     "KUBENAS_DEFAULT_STORAGE_URL": ("default_storage_url", "str"),
     "KUBENAS_STORAGE_SECRET": ("storage_secret", "str"),
+    "KUBENAS_STORAGE_SECRETS": ("storage_secrets", "dict"),
     "KUBENAS_ALLOWED_IMAGES": ("allowed_images", "list"),
     "KUBENAS_ALLOWED_SECRETS": ("allowed_secrets", "list"),
     "KUBENAS_S3_ENDPOINT": ("s3_endpoint", "str"),
@@ -52,7 +53,8 @@ DEFAULT_UNSCHEDULABLE_DEADLINE_SECONDS = 900
 
 # What a controller pod needs to see the Experiment exactly as the operator does.
 DEFAULTS_ENV = ("KUBENAS_DEFAULT_WORKER_POOLS", "KUBENAS_DEFAULT_STORAGE_URL",
-                "KUBENAS_STORAGE_SECRET", "KUBENAS_S3_ENDPOINT", "AWS_DEFAULT_REGION")
+                "KUBENAS_STORAGE_SECRET", "KUBENAS_STORAGE_SECRETS", "KUBENAS_S3_ENDPOINT",
+                "AWS_DEFAULT_REGION")
 
 
 def _parse(name: str, kind: str, raw: str) -> Any:
@@ -102,6 +104,9 @@ class Settings:
     default_worker_pools: list = field(default_factory=list)
     default_storage_url: Optional[str] = None
     storage_secret: Optional[str] = None
+    # {namespace: Secret}: the S3 Secret of Experiments in that namespace (chart
+    # experiments.storageSecrets); a namespace not listed uses ``storage_secret``
+    storage_secrets: dict = field(default_factory=dict)
     s3_endpoint: Optional[str] = None
     region: Optional[str] = None
     # The admin's policy on what an Experiment may name (chart experiments.allowedImages /
@@ -114,6 +119,12 @@ class Settings:
     # how long a trial pod may stay unschedulable before its trial counts as failed
     job_ttl_seconds: int = DEFAULT_JOB_TTL_SECONDS
     unschedulable_deadline_seconds: int = DEFAULT_UNSCHEDULABLE_DEADLINE_SECONDS
+
+    def __post_init__(self) -> None:
+        for namespace, secret in self.storage_secrets.items():
+            if not (isinstance(secret, str) and secret):
+                raise ValueError(f"KUBENAS_STORAGE_SECRETS: {namespace!r} must name a Secret, "
+                                 f"got {secret!r}")
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides) -> "Settings":
@@ -137,9 +148,17 @@ class Settings:
         None: no policy."""
         return _policy(self.allowed_images, self.image, "KUBENAS_ALLOWED_IMAGES")
 
-    def secret_policy(self) -> Optional[list]:
-        """The Secrets ``spec.storage.secretName`` may name; None: no policy."""
-        return _policy(self.allowed_secrets, self.storage_secret, "KUBENAS_ALLOWED_SECRETS")
+    def storage_secret_for(self, namespace: Optional[str]) -> Optional[str]:
+        """The S3 Secret of Experiments in ``namespace``: the admin's per-namespace choice,
+        else the chart's one Secret."""
+        return (self.storage_secrets.get(namespace) if namespace else None) or self.storage_secret
+
+    def secret_policy(self, namespace: Optional[str] = None) -> Optional[list]:
+        """The Secrets ``spec.storage.secretName`` may name in ``namespace``; None: no policy.
+        A namespace with its own Secret (``storage_secrets``) may name that one and the
+        listed ones, never the chart's shared Secret."""
+        return _policy(self.allowed_secrets, self.storage_secret_for(namespace),
+                       "KUBENAS_ALLOWED_SECRETS")
 
     def with_(self, **kw) -> "Settings":
         return replace(self, **kw)
@@ -150,6 +169,8 @@ class Settings:
                   if self.default_worker_pools else None,
                   "KUBENAS_DEFAULT_STORAGE_URL": self.default_storage_url,
                   "KUBENAS_STORAGE_SECRET": self.storage_secret,
+                  "KUBENAS_STORAGE_SECRETS": json.dumps(self.storage_secrets)
+                  if self.storage_secrets else None,
                   "KUBENAS_S3_ENDPOINT": self.s3_endpoint,
                   "AWS_DEFAULT_REGION": self.region}
         return [{"name": k, "value": str(v)} for k, v in values.items() if v]
@@ -163,8 +184,20 @@ def _policy(listed: Optional[list], own: Optional[str], name: str) -> Optional[l
     return list(dict.fromkeys(([own] if own else []) + listed))
 
 
-def apply_defaults(name: str, spec: Mapping, settings: Optional[Settings]) -> dict:
-    """The Experiment's spec with the operator-wide defaults filled in where it says nothing."""
+def default_storage_url(settings: Settings, name: str, namespace: Optional[str],
+                        uid: Optional[str]) -> str:
+    """``<default>/<namespace>/<name>/<uid>``: an Experiment's own prefix. Two Experiments of
+    one name in two namespaces never share it, nor does a re-created one (a new UID); the
+    UID is the one named by ``kubenas.dev/resume-from`` when the Experiment asks to resume.
+    Without a UID (an object not read from an API server): ``<default>/<namespace>/<name>``."""
+    parts = [settings.default_storage_url.rstrip("/"), namespace or "default", name]
+    return "/".join(parts + ([uid] if uid else []))
+
+
+def apply_defaults(name: str, spec: Mapping, settings: Optional[Settings],
+                   namespace: Optional[str] = None, uid: Optional[str] = None) -> dict:
+    """The Experiment's spec with the operator-wide defaults filled in where it says nothing
+    (the storage prefix carries ``namespace`` and ``uid``: ``default_storage_url``)."""
     spec = copy.deepcopy(dict(spec or {}))
     if settings is None:
         return spec
@@ -172,9 +205,10 @@ def apply_defaults(name: str, spec: Mapping, settings: Optional[Settings]) -> di
         spec["workerPools"] = copy.deepcopy(settings.default_worker_pools)
     storage = dict(spec.get("storage") or {})
     if not storage.get("url") and settings.default_storage_url:
-        storage["url"] = f"{settings.default_storage_url.rstrip('/')}/{name}"
-    if not storage.get("secretName") and settings.storage_secret:
-        storage["secretName"] = settings.storage_secret
+        storage["url"] = default_storage_url(settings, name, namespace, uid)
+    secret = settings.storage_secret_for(namespace)
+    if not storage.get("secretName") and secret:
+        storage["secretName"] = secret
     if not storage.get("endpoint") and settings.s3_endpoint:
         storage["endpoint"] = settings.s3_endpoint
     if not storage.get("region") and settings.region:

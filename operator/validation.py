@@ -11,6 +11,7 @@ pools and carry a valid architecture description. With the chart's policy in ``s
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatchcase
 from typing import Any, Mapping, Optional
 
@@ -18,6 +19,7 @@ from kubenas.contracts import Architecture, ContractError
 from kubenas.experiment import API_VERSION as EXP_API_VERSION
 from kubenas.experiment import KIND as EXP_KIND
 from kubenas.experiment import Experiment, WorkerPool, parse_experiment
+from kubenas.operator import constants as C
 from kubenas.operator.settings import Settings, apply_defaults
 
 
@@ -30,7 +32,33 @@ class NotAllowed(ContractError):
         self.reason = reason
 
 
-def check_policy(spec: Mapping[str, Any], exp: Experiment, settings: Settings) -> None:
+_UID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def resume_from(meta: Mapping[str, Any]) -> Optional[str]:
+    """The UID the Experiment asks to resume the state of (annotation
+    ``kubenas.dev/resume-from``), or None; raise ContractError naming the annotation."""
+    value = (meta.get("annotations") or {}).get(C.ANNOTATION_RESUME_FROM)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _UID.match(value):
+        raise ContractError(
+            f"metadata.annotations.{C.ANNOTATION_RESUME_FROM}: must be the UID of an earlier "
+            f"Experiment (kubectl get experiment NAME -o jsonpath='{{.metadata.uid}}', before "
+            f"deleting it), got {value!r}")
+    return value
+
+
+def state_owner(obj: Mapping[str, Any]) -> dict:
+    """Who a controller state belongs to: the Experiment's namespace, name and UID, and the
+    UID whose state it may take over (``resumeFrom``, from the annotation)."""
+    meta = obj.get("metadata") or {}
+    return {"namespace": meta.get("namespace"), "name": meta.get("name"),
+            "uid": meta.get("uid"), "resumeFrom": resume_from(meta)}
+
+
+def check_policy(spec: Mapping[str, Any], exp: Experiment, settings: Settings,
+                 namespace: Optional[str] = None) -> None:
     """Whoever may create an Experiment must not pick the code that runs or the credentials
     it holds: the image and the Secret are the admin's (raise NotAllowed)."""
     image, images = spec.get("image"), settings.image_policy()
@@ -38,7 +66,7 @@ def check_policy(spec: Mapping[str, Any], exp: Experiment, settings: Settings) -
             and not any(fnmatchcase(image, pattern) for pattern in images):
         raise NotAllowed("ImageNotAllowed", f"spec.image: {image!r} is not an allowed image "
                          f"(allowed: {', '.join(images)}; the chart's experiments.allowedImages)")
-    secret, secrets = exp.storage.get("secretName"), settings.secret_policy()
+    secret, secrets = exp.storage.get("secretName"), settings.secret_policy(namespace)
     if secret is not None and secrets is not None and secret not in secrets:
         raise NotAllowed("SecretNotAllowed", f"spec.storage.secretName: {secret!r} is not an "
                          f"allowed Secret (allowed: {', '.join(secrets) or 'none'}; the "
@@ -49,7 +77,9 @@ def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings]
     """Validate an Experiment object as read from the API server, with the operator-wide
     defaults (``settings``: worker pools, storage) filled in; raise ContractError."""
     meta = obj.get("metadata") or {}
-    spec = apply_defaults(meta.get("name") or "", obj.get("spec") or {}, settings)
+    uid = resume_from(meta) or meta.get("uid")
+    spec = apply_defaults(meta.get("name") or "", obj.get("spec") or {}, settings,
+                          namespace=meta.get("namespace"), uid=uid)
     doc = {"apiVersion": EXP_API_VERSION, "kind": EXP_KIND,
            "metadata": {"name": meta.get("name")}, "spec": spec}
     exp = parse_experiment(doc)
@@ -63,7 +93,7 @@ def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings]
             f"(children and the controller run in different pods; the operator has no "
             f"default storage URL either), got {url!r}")
     if settings is not None:
-        check_policy(obj.get("spec") or {}, exp, settings)
+        check_policy(obj.get("spec") or {}, exp, settings, meta.get("namespace"))
     return exp
 
 

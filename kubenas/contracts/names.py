@@ -12,3 +12,7 @@ DATASETS = ("digits", "fashion_mnist", "cifar10", "ptb")
 # What an experiment gets when ``spec.search`` names none (the CRD's ``default:`` too).
 DEFAULT_SPACE = "cnn"
 DEFAULT_STRATEGY = "reinforce"
+
+# On an Experiment: the UID of an earlier Experiment whose controller state (and default
+# storage prefix) this one continues; without it a re-created Experiment starts fresh.
+ANNOTATION_RESUME_FROM = "kubenas.dev/resume-from"

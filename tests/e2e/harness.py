@@ -319,10 +319,13 @@ class Install:
         return self.kube.list_all(path, label_selector=selector)[0]
 
     def store(self, experiment: str):
-        """The Experiment's store (the chart's default URL s3://bucket/prefix/<name>)."""
+        """The Experiment's store (the chart's default URL
+        s3://bucket/prefix/<namespace>/<name>/<uid>)."""
         from kubenas.storage.s3 import S3Store
 
-        return S3Store(bucket=self.s3.bucket, prefix=f"{self.storage_prefix}/{experiment}",
+        uid = self.experiment(experiment)["metadata"]["uid"]
+        return S3Store(bucket=self.s3.bucket,
+                       prefix=f"{self.storage_prefix}/{self.ns}/{experiment}/{uid}",
                        endpoint_url=self.s3.endpoint, region="us-east-1",
                        access_key_id=self.s3.access_key, secret_access_key=self.s3.secret_key)
 

@@ -30,7 +30,7 @@ OPERATOR_ENV = [
     "KUBENAS_CONTROLLER_METRICS_PORT", "KUBENAS_TRIAL_SERVICE_ACCOUNT",
     "KUBENAS_POD_SECURITY_CONTEXT", "KUBENAS_CONTAINER_SECURITY_CONTEXT",
     "KUBENAS_DEFAULT_WORKER_POOLS", "KUBENAS_DEFAULT_STORAGE_URL", "KUBENAS_STORAGE_SECRET",
-    "KUBENAS_ALLOWED_IMAGES", "KUBENAS_ALLOWED_SECRETS",
+    "KUBENAS_STORAGE_SECRETS", "KUBENAS_ALLOWED_IMAGES", "KUBENAS_ALLOWED_SECRETS",
     "KUBENAS_JOB_TTL_SECONDS", "KUBENAS_UNSCHEDULABLE_DEADLINE_SECONDS",
     "KUBENAS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
 ]
@@ -156,6 +156,36 @@ def test_operator_env_contract(helm):
     _, pod, _ = _operator(helm.template(namespace="nas"), helm)
     assert json.loads(env["KUBENAS_POD_SECURITY_CONTEXT"]) == pod["securityContext"]
     assert json.loads(env["KUBENAS_CONTAINER_SECURITY_CONTEXT"]) == c["securityContext"]
+
+
+def test_an_image_pinned_by_digest_runs_everywhere_by_digest(helm):
+    digest = "sha256:" + "ab" * 32
+    values = {"image": {"repository": "registry.example.com/ml/kubenas", "tag": "1.2.3",
+                        "digest": digest, "pullPolicy": "IfNotPresent"}}
+    _, _, c = _operator(helm.template(values, namespace="nas"), helm)
+    pinned = f"registry.example.com/ml/kubenas@{digest}"
+    # the operator runs it and hands the same reference to every controller and trial pod
+    assert c["image"] == pinned and helm.env_of(c)["KUBENAS_IMAGE"] == pinned
+    bad = {"image": {**values["image"], "digest": "latest"}}
+    assert "digest" in helm.template_fails(bad)
+
+
+def test_each_namespace_s3_secret_reaches_the_operator_as_one_mapping(helm):
+    from kubenas.operator.settings import Settings
+
+    mapping = {"team-a": "s3-team-a", "team-b": "s3-team-b"}
+    _, _, c = _operator(helm.template({"experiments": {"storageSecrets": mapping}},
+                                      namespace="nas"), helm)
+    env = helm.env_of(c)
+    assert json.loads(env["KUBENAS_STORAGE_SECRETS"]) == mapping
+    settings = Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+    assert settings.storage_secret_for("team-a") == "s3-team-a"
+    assert settings.storage_secret_for("elsewhere") == "kubenas-s3"
+    assert settings.secret_policy("team-a") == ["s3-team-a"], "not the shared one"
+    _, _, plain = _operator(helm.template(namespace="nas"), helm)
+    assert json.loads(helm.env_of(plain)["KUBENAS_STORAGE_SECRETS"]) == {}
+    assert "storageSecrets" in helm.template_fails(
+        {"experiments": {"storageSecrets": {"team-a": "Not_A_Secret"}}})
 
 
 def test_env_contract_is_documented():

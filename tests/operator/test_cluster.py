@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from kubenas.contracts import Architecture, ResultRecord, result_key
-from kubenas.controller.interfaces import TrialRequest
+from kubenas.controller.interfaces import TrialRefused, TrialRequest
 from kubenas.operator.executor import KubernetesExecutor, write_experiment_status
 from kubenas.operator.jobs import build_job
 from kubenas.operator.kube import KubeError, custom_path, jobs_path
@@ -337,6 +337,33 @@ def test_deleting_the_experiment_cascades_to_trials_jobs_and_pods(env, operator)
     env.wait(lambda: not env.pods(), timeout=60, what="pods garbage-collected")
 
 
+def test_a_trial_orphaned_by_a_deleted_experiment_is_never_a_new_sample(env):
+    """`kubectl delete experiment --cascade=orphan`, then the same name again: the new
+    Experiment's controller finds Trials of its trial ids already there (the real garbage
+    collector has stripped their owner). They are not its samples: refused (a failed result
+    with this reason, in the loop), naming both UIDs; a fresh id is submitted as usual."""
+    old = env.create_experiment()
+    arch = Architecture.from_dict(CNN_ARCH)
+    first = KubernetesExecutor("exp1", env.ns, api_client=env.api_client)
+    first.submit(TrialRequest(trial_id="exp1-00000", architecture=arch))
+    first.close()
+    assert env.trial("exp1-00000")["metadata"]["annotations"] == {
+        "kubenas.dev/experiment-uid": old["metadata"]["uid"]}
+    env.kube.delete(custom_path("experiments", env.ns, "exp1"), "Orphan")
+    env.wait(lambda: not env.trial("exp1-00000")["metadata"].get("ownerReferences"),
+             timeout=60, what="the garbage collector orphans the Trial")
+    new = env.wait(lambda: env.create_experiment(), timeout=30, what="exp1 created again")
+    ex = KubernetesExecutor("exp1", env.ns, api_client=env.api_client)
+    with pytest.raises(TrialRefused) as err:
+        ex.submit(TrialRequest(trial_id="exp1-00000", architecture=arch))
+    assert (f"not this sample (made by Experiment uid {old['metadata']['uid']}, this one is "
+            f"uid {new['metadata']['uid']})") in str(err.value)
+    ex.submit(TrialRequest(trial_id="exp1-00001", architecture=arch))
+    ex.submit(TrialRequest(trial_id="exp1-00001", architecture=arch))   # its own: 409, fine
+    assert env.trial("exp1-00001")["metadata"]["ownerReferences"][0]["uid"] == new["metadata"]["uid"]
+    ex.close()
+
+
 def test_executor_submits_trials_and_counts_slots(env, operator):
     env.create_experiment(trainer={"epochs": 1, "options": {"fake": {"sleep": 1.5, "reward": 0.5}}})
     ex = KubernetesExecutor("exp1", env.ns, api_client=env.api_client)
@@ -636,10 +663,12 @@ def test_experiment_to_controller_deployment_to_trials_to_jobs(env, operator_fac
     trials = env.trials()
     assert {t["spec"]["pool"] for t in trials} == {"default"}
     assert len(env.jobs(selector="kubenas.dev/experiment=auto")) == 3
-    # results went to the default storage URL (<default>/<experiment>)
+    # results went to the default storage URL (<default>/<namespace>/<experiment>/<uid>)
     from kubenas.storage.s3 import S3Store
 
-    store = S3Store(bucket=env.s3.bucket, prefix=f"{env.ns}-defaults/auto", endpoint_url=env.s3.endpoint,
+    uid = env.experiment("auto")["metadata"]["uid"]
+    store = S3Store(bucket=env.s3.bucket, prefix=f"{env.ns}-defaults/{env.ns}/auto/{uid}",
+                    endpoint_url=env.s3.endpoint,
                     access_key_id=env.s3.access_key, secret_access_key=env.s3.secret_key)
     assert len(store.list("results/")) == 3
     # finished: the controller is parked

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from kubenas.contracts import Architecture
-from kubenas.controller.interfaces import TrialRequest
+from kubenas.controller.interfaces import TrialRefused, TrialRequest
 from kubenas.operator import executor as executor_mod
 from kubenas.operator.executor import Backoff, KubernetesExecutor, is_transient
 from kubenas.operator.kube import KubeError, TransportError
@@ -244,3 +244,61 @@ def test_write_status_rereads_and_redoes_on_conflict(fake):
     assert out["status"]["phase"] == "Running" and out["status"]["bestReward"] == 0.5
     assert len(sleeps) == 1 and 0.1 <= sleeps[0] <= 0.2
     assert ex.write_status(best_reward=0.2, best_trial="exp1-00001")["status"]["bestTrial"] == "exp1-00003"
+
+
+def _other_arch() -> dict:
+    other = copy.deepcopy(CNN_ARCH)
+    other["spec"]["layers"][0]["num_filters"] = 48
+    return other
+
+
+def _left_behind(fake, name: str, uid: str, arch: dict = None, annotate: bool = True) -> None:
+    """A Trial of ``name`` that the Experiment of ``uid`` made (then orphaned)."""
+    meta = {"name": name, "labels": {"kubenas.dev/experiment": "exp1"}}
+    if annotate:
+        meta["annotations"] = {"kubenas.dev/experiment-uid": uid}
+    else:
+        meta["ownerReferences"] = [{"kind": "Experiment", "name": "exp1", "uid": uid}]
+    fake.trials[name] = {"metadata": meta, "spec": {"experiment": "exp1", "pool": "pool-a",
+                                                    "architecture": arch or dict(CNN_ARCH)}}
+
+
+def test_a_trial_is_annotated_with_the_uid_of_the_experiment_that_sampled_it(fake):
+    ex, _ = make(fake)
+    ex.submit(TrialRequest(trial_id="exp1-00000", architecture=ARCH))
+    assert fake.trials["exp1-00000"]["metadata"]["annotations"] == {
+        "kubenas.dev/experiment-uid": "uid-exp"}
+    ex.submit(TrialRequest(trial_id="exp1-00000", architecture=ARCH))   # again: 409, ours, fine
+
+
+def test_a_trial_left_by_an_earlier_experiment_of_this_name_is_refused(fake):
+    ex, _ = make(fake)
+    _left_behind(fake, "exp1-00000", "uid-old")
+    with pytest.raises(TrialRefused) as err:
+        ex.submit(TrialRequest(trial_id="exp1-00000", architecture=ARCH))
+    msg = str(err.value)
+    assert msg.startswith("trial ns1/exp1-00000: a Trial of this name already exists and is "
+                          "not this sample (made by Experiment uid uid-old, this one is uid uid-exp)")
+    assert "kubectl -n ns1 delete trials -l kubenas.dev/experiment=exp1" in msg
+    # a hand-made (unannotated) Trial is judged by its owner reference
+    _left_behind(fake, "exp1-00001", "uid-old", annotate=False)
+    with pytest.raises(TrialRefused, match="made by Experiment uid uid-old"):
+        ex.submit(TrialRequest(trial_id="exp1-00001", architecture=ARCH))
+
+
+def test_a_trial_of_this_experiment_with_another_architecture_is_refused(fake):
+    ex, _ = make(fake)
+    _left_behind(fake, "exp1-00000", "uid-exp", arch=_other_arch())
+    with pytest.raises(TrialRefused, match=r"not this sample \(it describes another architecture\)"):
+        ex.submit(TrialRequest(trial_id="exp1-00000", architecture=ARCH))
+
+
+def test_the_trials_of_the_experiment_it_resumes_are_its_own(fake):
+    fake.experiment["metadata"]["annotations"] = {
+        "kubenas.dev/resume-from": "0a0a0a0a-0000-4000-8000-00000000000a"}
+    ex, _ = make(fake)
+    _left_behind(fake, "exp1-00000", "0a0a0a0a-0000-4000-8000-00000000000a")
+    _left_behind(fake, "exp1-00001", "uid-exp", annotate=False)
+    ex.submit(TrialRequest(trial_id="exp1-00000", architecture=ARCH))
+    ex.submit(TrialRequest(trial_id="exp1-00001", architecture=ARCH))
+    assert ex.in_flight() >= {"exp1-00000", "exp1-00001"}

@@ -65,7 +65,7 @@ def test_defaults_fill_only_what_the_experiment_leaves_out():
     s = Settings.from_env(CHART_ENV)
     spec = apply_defaults("demo", {"search": {}}, s)
     assert spec["workerPools"] == json.loads(CHART_ENV["KUBENAS_DEFAULT_WORKER_POOLS"])
-    assert spec["storage"] == {"url": "s3://kubenas/experiments/demo", "secretName": "kubenas-s3",
+    assert spec["storage"] == {"url": "s3://kubenas/experiments/default/demo", "secretName": "kubenas-s3",
                                "endpoint": "http://seaweedfs-s3.storage:8333", "region": "us-east-1"}
     own = apply_defaults("demo", {"workerPools": [{"name": "gpu"}],
                                   "storage": {"url": "s3://mine/x", "secretName": "mine"}}, s)
@@ -77,7 +77,7 @@ def test_defaults_fill_only_what_the_experiment_leaves_out():
         parse_experiment_object(bare)
     exp = parse_experiment_object(bare, s)
     assert [p.name for p in exp.worker_pools] == ["default"]
-    assert exp.storage["url"] == "s3://kubenas/experiments/exp1"
+    assert exp.storage["url"] == "s3://kubenas/experiments/ns1/exp1/uid-exp"
 
 
 def test_job_uses_the_operators_pod_settings():
@@ -96,7 +96,7 @@ def test_job_uses_the_operators_pod_settings():
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "kubenas-s3"
     assert env["KUBENAS_S3_ENDPOINT"]["value"] == "http://seaweedfs-s3.storage:8333"
     opts = dict(zip(c["args"][1::2], c["args"][2::2]))
-    assert opts["--store"] == "s3://kubenas/experiments/exp1"
+    assert opts["--store"] == "s3://kubenas/experiments/ns1/exp1/uid-exp"
     assert c["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
 
 

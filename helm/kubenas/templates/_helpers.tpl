@@ -49,7 +49,11 @@ helm.sh/chart: {{ include "kubenas.chart" . }}
 {{/* Values --------------------------------------------------------------------------- */}}
 
 {{- define "kubenas.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The namespaces Experiments may live in, as a JSON list (release namespace by default). */}}
