@@ -32,6 +32,7 @@ from typing import Callable, Optional
 
 from kubenas.contracts import Architecture, ResultRecord, result_key
 from kubenas.contracts.names import ANNOTATION_RESUME_FROM
+from kubenas.contracts.result import add_cost, empty_cost_totals
 from kubenas.controller.interfaces import Executor, ResultSource, TrialRefused, TrialRequest
 from kubenas.controller.ledger import AppliedView, IndexSet, SampledView, TrialIds
 from kubenas.controller.results import applied_key, trial_key
@@ -383,6 +384,7 @@ class SearchLoop:
         counts = self.state["counts"]
         counts["applied"] += 1
         counts["succeeded" if r.succeeded else "failed"] += 1
+        add_cost(self.state.setdefault("cost", empty_cost_totals()), r)
         best = self.state["best"]
         if r.succeeded and (best is None or r.reward > best["reward"]):
             self.state["best"] = {"trial": r.trial_id, "reward": r.reward,
@@ -419,7 +421,7 @@ class SearchLoop:
         log.error("%s", reason)
         return ResultRecord(experiment=r.experiment, trial_id=r.trial_id, architecture=sampled,
                             status="failed", reason=reason, timings=r.timings,
-                            extra={**r.extra, "architectureMismatch": True})
+                            extra={**r.extra, "architectureMismatch": True}, cost=r.cost)
 
     def credited(self, records: list[ResultRecord]) -> list[ResultRecord]:
         """The records as the search counted them, for the final outputs (leaderboard, best
@@ -526,4 +528,14 @@ class SearchLoop:
             "bestTrial": best.get("trial"),
             "bestReward": best.get("reward"),
             "bestArchitecture": best.get("architecture"),
+            "cost": self._cost_summary(),
         }
+
+    def _cost_summary(self) -> dict:
+        """The applied results' cost, counted once each with their application; results
+        applied by a kubenas that kept no cost count as without one."""
+        cost = dict(self.state.get("cost") or empty_cost_totals())
+        applied = self.state["counts"]["applied"]
+        cost["withoutCost"] += applied - cost["trials"]
+        cost["trials"] = applied
+        return cost

@@ -116,7 +116,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(summary, indent=1))
     print(f"outputs in {workdir}: leaderboard.csv best_architecture.json best_model.pt rewards.png")
+    print(cost_line(loop.summary()["cost"], parallelism, summary["seconds"]))
     return 0
+
+
+def cost_line(totals: dict, parallelism: int, wall_seconds: float) -> str:
+    """What the search cost, in one line: 'cost: 48 trials, 312.4 CPU-seconds (0 GPU-seconds),
+    2 in parallel, wall 158 s' (wall: this command's, a resumed run counts from its restart)."""
+    from kubenas.contracts.result import cost_text
+
+    return f"cost: {cost_text(totals)}, {parallelism} in parallel, wall {wall_seconds:.0f} s"
 
 
 # -- kubenas train-child ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from kubenas.contracts import ContractError
+from kubenas.contracts.result import cost_text
 
 log = logging.getLogger("kubenas.controller")
 
@@ -158,7 +159,8 @@ def _search(executor, loop, store, results, replica: str, stop_event: threading.
     outputs = publish_outputs(store, loop.credited(results.all()))
     write(phase="Succeeded", summary=summary, policy_version=_policy_version(loop),
           message=f"{summary['applied']} trials; best {summary['bestTrial']} "
-                  f"reward {summary['bestReward']}; outputs in {store.url()}/outputs/",
+                  f"reward {summary['bestReward']}; cost {cost_text(summary['cost'])}; "
+                  f"outputs in {store.url()}/outputs/",
           conditions=[_condition("Complete", "True", "BudgetReached",
                                  f"{summary['applied']} results applied")])
     log.info("experiment %s done: %s", experiment, outputs)

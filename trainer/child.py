@@ -26,6 +26,7 @@ answered from a table by the controller and never reaches a child (failed record
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -40,6 +41,7 @@ from kubenas.contracts import Architecture, EpochMetrics, ResultRecord, result_k
 from kubenas.storage import AlreadyExists, NotFound, ObjectStore, StorageError
 from kubenas.trainer.builders import cnn as cnn_builder
 from kubenas.trainer.config import TrainerConfig, require_image_dataset
+from kubenas.trainer.cost import measure_cost
 from kubenas.trainer.data import load_dataset
 from kubenas.trainer.data.augment import BatchAugment, to_float
 from kubenas.trainer.errors import ChildFailure, UnsupportedSpace
@@ -153,8 +155,10 @@ def _until_stored(what: str, fn: Callable[[], Any], deadline: float) -> Any:
 
 def _publish(store: ObjectStore, record: ResultRecord,
              deadline: Optional[float] = None) -> ResultRecord:
-    """Write the result create-only; if one is there already, the first one wins."""
+    """Write the result, with the child's cost up to now, create-only; if one is there
+    already, the first one wins."""
     key = result_key(record.trial_id)
+    record = dataclasses.replace(record, cost=record.cost or measure_cost())
     deadline = time.monotonic() + write_retry_seconds() if deadline is None else deadline
 
     def write() -> ResultRecord:

@@ -2,6 +2,6 @@
 
 from kubenas.contracts.architecture import Architecture
 from kubenas.contracts.errors import ContractError
-from kubenas.contracts.result import EpochMetrics, ResultRecord, result_key
+from kubenas.contracts.result import Cost, EpochMetrics, ResultRecord, result_key
 
-__all__ = ["Architecture", "ContractError", "EpochMetrics", "ResultRecord", "result_key"]
+__all__ = ["Architecture", "ContractError", "Cost", "EpochMetrics", "ResultRecord", "result_key"]

@@ -10,8 +10,13 @@
       "metrics": [{"epoch": 1, "train_loss": .., "train_acc": .., "val_acc": .., "seconds": ..}],
       "timings": {"started_at": "2026-...Z", "finished_at": "...", "train_seconds": 12.3,
                   "total_seconds": 14.0},
-      "extra": {...}                          # free-form, e.g. params, device, attempt
+      "extra": {...},                         # free-form, e.g. params, device, attempt
+      "cost": {"device": "cpu" | "cuda", "gpu_name": null | "NVIDIA H200", "gpu_count": 0,
+               "wall_seconds": 14.2, "clock": "process"}   # optional: older records lack it
     }
+
+``cost.wall_seconds`` runs from the child's start (its process, or what ``clock`` names) to
+the result; GPU-seconds are that times ``gpu_count``, CPU-seconds that where no GPU was used.
 
 It lives at ``<prefix>/results/<trial_id>.json`` and is written create-only, so a retried
 pod or a re-run child can never overwrite (or double-report) a first result.
@@ -55,6 +60,34 @@ class EpochMetrics:
     extra: dict = field(default_factory=dict)
 
 
+COST_DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class Cost:
+    """What one trial used, as the child measured it."""
+    device: str                     # one of COST_DEVICES: what it trained on
+    wall_seconds: float             # from ``clock``'s start to the result
+    gpu_count: int = 0              # GPUs it held (0 on a CPU)
+    gpu_name: Optional[str] = None
+    clock: str = "process"          # what started the clock: "process", or who set it
+
+    @property
+    def resource(self) -> str:
+        """What the seconds are billed in: "GPU" or "CPU"."""
+        return "GPU" if self.gpu_count else "CPU"
+
+    @property
+    def seconds(self) -> float:
+        """GPU-seconds (wall x GPUs) on a GPU, CPU-seconds (wall) otherwise."""
+        return self.wall_seconds * (self.gpu_count or 1)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str = "cost") -> "Cost":
+        _check_cost(doc, where)
+        return cls(**{k: doc[k] for k in _COST_TYPES if k in doc})
+
+
 @dataclass
 class ResultRecord:
     experiment: str
@@ -66,6 +99,7 @@ class ResultRecord:
     metrics: list = field(default_factory=list)  # list[EpochMetrics]
     timings: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    cost: Optional[Cost] = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -109,6 +143,7 @@ class ResultRecord:
             "metrics": [asdict(m) if isinstance(m, EpochMetrics) else dict(m) for m in self.metrics],
             "timings": dict(self.timings),
             "extra": dict(self.extra),
+            "cost": None if self.cost is None else asdict(self.cost),
         }
 
     def to_json(self) -> bytes:
@@ -140,6 +175,7 @@ class ResultRecord:
             metrics=metrics,
             timings=dict(doc.get("timings") or {}),
             extra=dict(doc.get("extra") or {}),
+            cost=None if doc.get("cost") is None else Cost.from_dict(doc["cost"], f"{where}.cost"),
         )
 
     @classmethod
@@ -165,6 +201,15 @@ _FIELD_TYPES = {
     "metrics": ((list,), "a list", True),
     "timings": ((Mapping,), "a mapping", True),
     "extra": ((Mapping,), "a mapping", True),
+    "cost": ((Mapping,), "a mapping", True),
+}
+# cost field -> (accepted types, what to say, optional); numbers are checked by _check_cost
+_COST_TYPES = {
+    "device": ((str,), f"one of {list(COST_DEVICES)}", False),
+    "wall_seconds": ((int, float), "a number >= 0", False),
+    "gpu_count": ((int,), "an integer >= 0", True),
+    "gpu_name": ((str,), "a string or null", True),
+    "clock": ((str,), "a string", True),
 }
 
 
@@ -187,6 +232,62 @@ def _check_types(doc: Mapping[str, Any], where: str) -> None:
         if not isinstance(m, Mapping):
             raise ContractError(f"{where}.metrics[{i}]: must be a mapping, got {type(m).__name__}")
         _check_metric(m, f"{where}.metrics[{i}]")
+
+
+def _check_cost(doc: Any, where: str) -> None:
+    """The cost's fields have their types; device is a known kind; counts and seconds are
+    finite and not negative (they are summed into an experiment's totals)."""
+    if not isinstance(doc, Mapping):
+        raise ContractError(f"{where}: must be a mapping, got {type(doc).__name__}")
+    for key, (types, what, optional) in _COST_TYPES.items():
+        value = doc.get(key)
+        if value is None and optional:
+            continue
+        ok = isinstance(value, types) and not isinstance(value, bool)
+        if ok and key == "device":
+            ok = value in COST_DEVICES
+        if ok and key in ("wall_seconds", "gpu_count"):
+            ok = _is_float(value) and math.isfinite(float(value)) and value >= 0
+        if not ok:
+            raise ContractError(f"{where}.{key}: must be {what}, got {value!r:.80}")
+
+
+def empty_cost_totals() -> dict:
+    """An experiment's cost before any result: trials counted, CPU- and GPU-seconds, and how
+    many results carried no cost (older children, records the executor wrote for them)."""
+    return {"trials": 0, "cpuSeconds": 0.0, "gpuSeconds": 0.0, "withoutCost": 0}
+
+
+def add_cost(totals: dict, record: "ResultRecord") -> dict:
+    """Count one result into ``totals`` (in place; also returned)."""
+    totals["trials"] += 1
+    if record.cost is None:
+        totals["withoutCost"] += 1
+    else:
+        key = "gpuSeconds" if record.cost.gpu_count else "cpuSeconds"
+        totals[key] = round(totals[key] + record.cost.seconds, 3)
+    return totals
+
+
+def cost_totals(records) -> dict:
+    """The totals of ``records``."""
+    totals = empty_cost_totals()
+    for r in records:
+        add_cost(totals, r)
+    return totals
+
+
+def cost_text(totals: Mapping[str, Any]) -> str:
+    """The totals in words: "48 trials, 312.4 CPU-seconds (0 GPU-seconds)"."""
+    text = (f"{totals['trials']} trials, {_seconds(totals['cpuSeconds'])} CPU-seconds "
+            f"({_seconds(totals['gpuSeconds'])} GPU-seconds)")
+    if totals.get("withoutCost"):
+        text += f", {totals['withoutCost']} without a cost record"
+    return text
+
+
+def _seconds(value: float) -> str:
+    return "0" if value == 0 else f"{value:.1f}"
 
 
 def _check_metric(m: Mapping[str, Any], where: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from kubenas.contracts import ResultRecord
+from kubenas.contracts.result import cost_totals
 from kubenas.storage import NotFound, ObjectStore
 
 MODEL_KEY = "models/{trial_id}.pt"
@@ -18,19 +19,47 @@ def _best_val(r: ResultRecord) -> Optional[float]:
     return max(vals) if vals else None
 
 
-def write_leaderboard(results: list[ResultRecord], path: Path) -> None:
+# The leaderboard's columns, in order: leaderboard.csv and the HTML report's table.
+LEADERBOARD_COLUMNS = ("rank", "trial_id", "status", "reward", "best_val_metric", "params",
+                       "train_seconds", "device", "gpu_seconds", "cpu_seconds", "tokens",
+                       "reason")
+
+
+def _device(r: ResultRecord) -> str:
+    if r.cost is None:
+        return ""
+    if not r.cost.gpu_count:
+        return r.cost.device
+    return f"{r.cost.device} {r.cost.gpu_count}x {r.cost.gpu_name or 'GPU'}"
+
+
+def _cost_columns(r: ResultRecord) -> dict:
+    """GPU-seconds where the trial held a GPU, CPU-seconds where it did not (one is empty)."""
+    if r.cost is None:
+        return {"device": "", "gpu_seconds": "", "cpu_seconds": ""}
+    seconds = f"{r.cost.seconds:.1f}"
+    gpu = bool(r.cost.gpu_count)
+    return {"device": _device(r), "gpu_seconds": seconds if gpu else "",
+            "cpu_seconds": "" if gpu else seconds}
+
+
+def leaderboard_rows(results: list[ResultRecord]) -> list[dict]:
+    """One dict per result (keys: LEADERBOARD_COLUMNS, values as written), best first."""
     ranked = sorted(results, key=lambda r: (not r.succeeded, -(r.reward or 0.0), r.trial_id))
+    return [{"rank": rank, "trial_id": r.trial_id, "status": r.status,
+             "reward": "" if r.reward is None else f"{r.reward:.6f}",
+             "best_val_metric": "" if _best_val(r) is None else f"{_best_val(r):.6f}",
+             "params": r.extra.get("params", r.extra.get("parameters", "")),
+             "train_seconds": r.timings.get("train_seconds", ""), **_cost_columns(r),
+             "tokens": " ".join(map(str, r.architecture.tokens)), "reason": r.reason or ""}
+            for rank, r in enumerate(ranked, 1)]
+
+
+def write_leaderboard(results: list[ResultRecord], path: Path) -> None:
     with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["rank", "trial_id", "status", "reward", "best_val_metric", "params",
-                    "train_seconds", "tokens", "reason"])
-        for rank, r in enumerate(ranked, 1):
-            w.writerow([rank, r.trial_id, r.status,
-                        "" if r.reward is None else f"{r.reward:.6f}",
-                        "" if _best_val(r) is None else f"{_best_val(r):.6f}",
-                        r.extra.get("params", r.extra.get("parameters", "")),
-                        r.timings.get("train_seconds", ""),
-                        " ".join(map(str, r.architecture.tokens)), r.reason or ""])
+        w = csv.DictWriter(fh, fieldnames=LEADERBOARD_COLUMNS)
+        w.writeheader()
+        w.writerows(leaderboard_rows(results))
 
 
 def write_reward_plot(results: list[ResultRecord], path: Path) -> None:
@@ -69,7 +98,8 @@ def write_outputs(results: list[ResultRecord], store: ObjectStore, outdir: Path)
     write_leaderboard(results, outdir / "leaderboard.csv")
     write_reward_plot(results, outdir / "rewards.png")
     ok = [r for r in results if r.succeeded]
-    summary = {"trials": len(results), "succeeded": len(ok), "failed": len(results) - len(ok)}
+    summary = {"trials": len(results), "succeeded": len(ok), "failed": len(results) - len(ok),
+               "cost": cost_totals(results)}
     if not ok:
         return summary
     best = max(ok, key=lambda r: r.reward)

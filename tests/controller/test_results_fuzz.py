@@ -8,7 +8,7 @@ import collections
 import json
 import random
 
-from kubenas.contracts import Architecture, ResultRecord, result_key
+from kubenas.contracts import Architecture, Cost, ResultRecord, result_key
 from kubenas.controller.results import StoreResultSource, trial_key
 from kubenas.storage.local import LocalStore
 
@@ -23,7 +23,8 @@ ARCHITECTURES = [
 ]
 # Fields of the record (and of its architecture) whose type the contract fixes.
 TYPED = ["experiment", "trial_id", "status", "reward", "metrics", "timings", "extra", "architecture",
-         "architecture.space", "architecture.spec", "architecture.tokens", "architecture.kind"]
+         "architecture.space", "architecture.spec", "architecture.tokens", "architecture.kind",
+         "cost", "cost.device", "cost.wall_seconds", "cost.gpu_count", "cost.gpu_name"]
 WRONG = ["x", 7, 2.5, True, None, [], {}, [1, "a"], {"k": [1]}, "\u202e💥"]
 HUGE = [1e308, -1e308, 10**400, -(10**400), 1e6 * 1.0000001, float("nan"), float("inf"),
         float("-inf")]
@@ -33,7 +34,9 @@ def _valid(tid: str, rng: random.Random) -> dict:
     arch = rng.choice(ARCHITECTURES)
     return ResultRecord(experiment="exp", trial_id=tid, architecture=arch, status="succeeded",
                         reward=rng.random(), metrics=[{"epoch": 1, "train_loss": 0.5, "val_acc": 0.9}],
-                        timings={"finished_at": "2026-01-01T00:00:00Z"}).to_dict()
+                        timings={"finished_at": "2026-01-01T00:00:00Z"},
+                        cost=Cost(device="cuda", wall_seconds=9.5, gpu_count=1,
+                                  gpu_name="NVIDIA H200")).to_dict()
 
 
 def _set(doc: dict, dotted: str, value) -> None:
@@ -49,8 +52,10 @@ def _wrong_type(doc: dict, rng: random.Random) -> None:
     allowed = {type(current)}
     if field == "reward":
         allowed |= {int, float}        # an int reward is a number too
-    if field in ("metrics", "timings", "extra"):
+    if field in ("metrics", "timings", "extra", "cost", "cost.gpu_count", "cost.gpu_name"):
         allowed.add(type(None))        # optional: null is their empty value
+    if field == "cost.wall_seconds":
+        allowed |= {int, float}        # any non-negative number of seconds
     _set(doc, field, rng.choice([w for w in WRONG if type(w) not in allowed]))
 
 

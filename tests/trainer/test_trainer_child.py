@@ -53,6 +53,12 @@ def test_short_training_on_digits_beats_chance_clearly(trained):
     assert record.timings["train_seconds"] > 0
 
 
+def test_the_record_carries_its_cost_from_the_process_start(trained):
+    _, record, _ = trained
+    assert record.cost.device == "cpu" and record.cost.gpu_count == 0
+    assert record.cost.wall_seconds >= record.timings["total_seconds"] > 0
+
+
 def test_reward_is_max_of_last_window_val_acc_to_the_exponent(trained):
     _, record, _ = trained
     accs = [m.val_acc for m in record.metrics]
