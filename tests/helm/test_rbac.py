@@ -49,6 +49,7 @@ CALLS = [
     ("controller", "operator/executor.py::_list_trials", "list_all", "kubenas.dev", "trials"),
     ("controller", "operator/executor.py::submit", "create", "kubenas.dev", "trials"),
     ("controller", "operator/executor.py::status_of", "get", "kubenas.dev", "trials"),
+    ("controller", "operator/executor.py::_check_existing", "get", "kubenas.dev", "trials"),
     ("controller", "operator/executor.py::refresh_experiment", "get", "kubenas.dev", "experiments"),
     ("controller", "operator/executor.py::stop_requested", "get", "kubenas.dev", "experiments"),
     ("controller", "operator/executor.py::write_experiment_status", "get", "kubenas.dev",
