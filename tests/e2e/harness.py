@@ -80,6 +80,18 @@ def image_values(image: str) -> dict:
 SMALL = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
 
 
+class _StoreOfExperiment:
+    """An ObjectStore made on first use (the Experiment's UID is part of its prefix)."""
+
+    def __init__(self, make) -> None:
+        self._make, self._store = make, None
+
+    def __getattr__(self, name: str):
+        if self._store is None:
+            self._store = self._make()
+        return getattr(self._store, name)
+
+
 class Install:
     """kubenas in ``namespace`` of ``cluster`` (a devenv DevCluster), operator not yet started."""
 
@@ -320,7 +332,11 @@ class Install:
 
     def store(self, experiment: str):
         """The Experiment's store (the chart's default URL
-        s3://bucket/prefix/<namespace>/<name>/<uid>)."""
+        s3://bucket/prefix/<namespace>/<name>/<uid>). The UID is read on first use, so a
+        caller may hold the store before the Experiment is created."""
+        return _StoreOfExperiment(lambda: self._store_now(experiment))
+
+    def _store_now(self, experiment: str):
         from kubenas.storage.s3 import S3Store
 
         uid = self.experiment(experiment)["metadata"]["uid"]
