@@ -26,7 +26,7 @@ lint: install
 test: install dev-tools image lint
 	$(PY) -m pytest
 
-## The real test environment's tools: etcd, Go, kubectl 1.20 (apt); kube-apiserver/-controller-manager/
+## The real test environment's tools: etcd, Go, kubectl 1.20, chromium (apt); kube-apiserver/-controller-manager/
 ## -scheduler v1.20.2 built once from Debian's source (~4 min) and helm, cached in ~/.cache/kubenas.
 dev-tools: install
 	bash devenv/install-tools.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the real test environment needs (idempotent; `make dev-tools`).
 #
-#   * Debian packages: Go, etcd, kubectl 1.20 (kubernetes-client), openssl, ...
+#   * Debian packages: Go, etcd, kubectl 1.20 (kubernetes-client), openssl, chromium, ...
 #   * kube-apiserver / kube-controller-manager / kube-scheduler v1.20.2, built once from
 #     Debian bookworm's `kubernetes` source package and cached under
 #     ~/.cache/kubenas/kube-v1.20.2/ (later runs skip the ~4 minute build)
@@ -42,7 +42,9 @@ PKGS=(golang-go make rsync jq golang-github-modern-go-reflect2-dev etcd-server o
       # under the real kubelet, a bridge CNI per node, kube-proxy's iptables, podman/buildah to
       # build the Dockerfile from a base that mmdebstrap makes, gcc for the static pause binary.
       containerd runc containernetworking-plugins iproute2 iptables podman buildah mmdebstrap
-      gcc libc6-dev)
+      gcc libc6-dev
+      # The report's test renders report.html in headless Chromium.
+      chromium)
 # kubernetes-client ships /usr/bin/kubectl. Some machines already have another package's
 # kubectl there (e.g. google-cloud-sdk's); installing would then fail on the file conflict, so
 # in that case we only unpack the .deb into the cache (the dev env always uses the cached one).

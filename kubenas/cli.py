@@ -1,4 +1,4 @@
-"""The one command every role runs: `kubenas run | train-child | controller | operator | benchmark`.
+"""The one command every role runs: `kubenas run | report | train-child | controller | operator | benchmark`.
 
 Imports are lazy so each role loads only its room (the operator never loads torch).
 """
@@ -115,7 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = write_outputs(loop.credited(results.all()), store, workdir)
     summary["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(summary, indent=1))
-    print(f"outputs in {workdir}: leaderboard.csv best_architecture.json best_model.pt rewards.png")
+    print(f"outputs in {workdir}: leaderboard.csv best_architecture.json best_model.pt rewards.png "
+          "report.html")
     print(cost_line(loop.summary()["cost"], parallelism, summary["seconds"]))
     return 0
 
@@ -126,6 +127,25 @@ def cost_line(totals: dict, parallelism: int, wall_seconds: float) -> str:
     from kubenas.contracts.result import cost_text
 
     return f"cost: {cost_text(totals)}, {parallelism} in parallel, wall {wall_seconds:.0f} s"
+
+
+# -- kubenas report -------------------------------------------------------------------------------
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from kubenas.report import report_store
+    from kubenas.report.data import default_report_path, open_source
+    from kubenas.storage import StorageError
+
+    out = Path(args.out) if args.out else default_report_path(args.source)
+    try:
+        store = open_source(args.source, endpoint_url=args.endpoint)
+        baseline = open_source(args.baseline, endpoint_url=args.endpoint) \
+            if args.baseline else None
+        path = report_store(store, out, baseline=baseline)
+    except (FileNotFoundError, StorageError) as exc:
+        return _err(str(exc))
+    print(f"wrote {path}")
+    return 0
 
 
 # -- kubenas train-child ------------------------------------------------------------------------
@@ -200,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true",
                    help="validate the file (space, strategy, trainer) and stop")
     r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="write report.html for a search (work dir or s3://)")
+    rp.add_argument("source", help="a kubenas run work directory, a store directory or s3://...")
+    rp.add_argument("--out", help="where to write it (default SOURCE/report.html; for s3:// "
+                                  "./report.html)")
+    rp.add_argument("--baseline", help="another search to compare with (e.g. a random search "
+                                       "of the same space): a work directory or s3://...")
+    rp.add_argument("--endpoint", default=os.environ.get("KUBENAS_S3_ENDPOINT"),
+                    help="S3 endpoint URL (default $KUBENAS_S3_ENDPOINT)")
+    rp.set_defaults(func=cmd_report)
 
     t = sub.add_parser("train-child", help="train one child and write its result record")
     t.add_argument("--experiment", required=True)

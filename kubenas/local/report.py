@@ -1,15 +1,19 @@
-"""The run's outputs: leaderboard.csv, best_architecture.json, best_model.pt, rewards.png."""
+"""The run's outputs: leaderboard.csv, best_architecture.json, best_model.pt, rewards.png,
+report.html."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 from typing import Optional
 
 from kubenas.contracts import ResultRecord
 from kubenas.contracts.result import cost_totals
 from kubenas.storage import NotFound, ObjectStore
+
+log = logging.getLogger("kubenas.local")
 
 MODEL_KEY = "models/{trial_id}.pt"
 
@@ -92,11 +96,22 @@ def write_reward_plot(results: list[ResultRecord], path: Path) -> None:
     plt.close(fig)
 
 
+def write_html_report(results: list[ResultRecord], store: ObjectStore, path: Path) -> None:
+    """report.html; a page that cannot be made is logged, never the end of the outputs."""
+    from kubenas.report import report_store  # the report builds on this module's leaderboard
+
+    try:
+        report_store(store, path, results)
+    except Exception:  # noqa: BLE001 - the search's results matter more than its page
+        log.exception("%s: report not written", path)
+
+
 def write_outputs(results: list[ResultRecord], store: ObjectStore, outdir: Path) -> dict:
     """Write every output file; returns a summary for the CLI to print."""
     outdir.mkdir(parents=True, exist_ok=True)
     write_leaderboard(results, outdir / "leaderboard.csv")
     write_reward_plot(results, outdir / "rewards.png")
+    write_html_report(results, store, outdir / "report.html")
     ok = [r for r in results if r.succeeded]
     summary = {"trials": len(results), "succeeded": len(ok), "failed": len(results) - len(ok),
                "cost": cost_totals(results)}

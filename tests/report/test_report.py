@@ -1,0 +1,189 @@
+"""report.html from a small real search: its tables are the results, its drawing the best
+architecture's layers, nothing in it is fetched from anywhere, and headless Chromium renders
+it to a page that is not blank (and sorts its leaderboard)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from kubenas.cli import main
+from kubenas.contracts import Architecture
+from kubenas.controller.results import StoreResultSource
+from kubenas.local.report import LEADERBOARD_COLUMNS, write_outputs
+from kubenas.report.drawing import describe_layer, rnn_cell_drawing
+from kubenas.report.page import TABLE_COLUMNS
+from kubenas.storage.local import LocalStore
+
+from .conftest import TRIALS
+
+
+class Page(HTMLParser):
+    """The parts of the page a test reads: tables (id -> rows of cell texts), SVG texts and
+    elements, and every attribute that could fetch something."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.svg_texts: list[str] = []
+        self.tags: list[tuple[str, dict]] = []
+        self._table = self._cell = None
+        self._in_text = False
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if tag == "table":
+            self._table = attrs.get("id") or attrs.get("class")
+            self.tables.setdefault(self._table, [])
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = ""
+        self._in_text = tag == "text"
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[self._table][-1].append(self._cell)
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+        self._in_text = False if tag == "text" else self._in_text
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+        if self._in_text:
+            self.svg_texts.append(data)
+
+
+def _report(workdir: Path, *args: str) -> str:
+    assert main(["report", str(workdir), *args]) == 0
+    return (workdir / "report.html").read_text()
+
+
+def test_the_leaderboard_rows_are_the_results(searches):
+    workdir, _ = searches
+    page = Page(_report(workdir))
+    head, *rows = page.tables["leaderboard"]
+    assert head == list(TABLE_COLUMNS) and len(rows) == TRIALS
+    records = {r.trial_id: r for r in StoreResultSource(LocalStore(workdir / "store")).all()}
+    at = {c: head.index(c) for c in head}
+    assert sorted(row[at["trial_id"]] for row in rows) == sorted(records)
+    for row in rows:
+        r = records[row[at["trial_id"]]]
+        assert row[at["status"]] == r.status
+        assert row[at["reward"]] == ("" if r.reward is None else f"{r.reward:.6f}")
+        assert float(row[at["cpu_seconds"]]) == r.cost.seconds and row[at["gpu_seconds"]] == ""
+        assert row[at["reason"]] == (r.reason or "")
+    rewards = [float(row[at["reward"]]) for row in rows if row[at["reward"]]]
+    assert rewards == sorted(rewards, reverse=True), "best first"
+    assert {row[at["policy_version"]] for row in rows} != {""}, "policy versions shown"
+    seconds = sum(r.cost.seconds for r in records.values())
+    assert page.tables["cost-by-device"][1:] == [
+        ["CPU", str(TRIALS), f"{seconds:.1f}", f"{seconds / TRIALS:.1f}"]]
+
+
+def test_text_from_a_record_is_escaped_and_nothing_is_fetched(searches):
+    workdir, _ = searches
+    html = _report(workdir)
+    assert "<b>layer_2</b>" not in html and "&lt;b&gt;layer_2&lt;/b&gt;" in html
+    page = Page(html)
+    fetching = [(t, a) for t, a in page.tags for k in ("src", "href", "srcset", "data")
+                if k in a]
+    assert fetching == [], fetching
+    assert not re.search(r"https?://|url\(|@import", html), "no network reference at all"
+    assert [t for t, _ in page.tags].count("script") == 1 and "<svg" in html
+
+
+def test_the_drawing_has_the_best_architectures_layers_and_skips(searches):
+    workdir, _ = searches
+    page = Page(_report(workdir))
+    records = StoreResultSource(LocalStore(workdir / "store")).all()
+    best = max((r for r in records if r.succeeded), key=lambda r: r.reward)
+    layers = best.architecture.spec["layers"]
+    for layer in layers:
+        assert layer["name"] in page.svg_texts and describe_layer(layer) in page.svg_texts
+    skips = sum(src != prev for layer, prev in zip(layers, ["input"] + [l["name"] for l in layers])
+                for src in layer["inputs"] or ["input"])
+    used = {src for layer in layers for src in layer["inputs"]}
+    unused_early = [l["name"] for l in layers[:-1] if l["name"] not in used]
+    arcs = [a for t, a in page.tags if t == "path" and a.get("class") == "skip"]
+    assert len(arcs) == skips + len(unused_early)
+    assert f"concat {len(unused_early) + 1} → global pool → softmax" in page.svg_texts
+    assert describe_layer({"type": "maxpool", "filter_height": 2, "filter_width": 2,
+                           "stride_height": 2, "stride_width": 2}) == "maxpool 2×2, stride 2×2"
+
+
+def test_a_recurrent_cell_is_drawn_as_its_tree():
+    cell = Architecture.from_dict({"space": "rnn_cell", "spec": {
+        "base": 4, "nodes": [{"combine": c, "activation": a} for c, a in [
+            ("add", "tanh"), ("elem_mult", "relu"), ("max", "sigmoid"), ("add", "identity"),
+            ("add", "relu"), ("elem_mult", "tanh"), ("add", "sin")]],
+        "cell_inject": {"node": 4, "combine": "add", "activation": "relu"}, "cell_index": 1}})
+    page = Page(rnn_cell_drawing(cell))
+    assert [t for t in page.svg_texts if " · " in t and not t.startswith("+")] == [
+        "add · tanh", "elem_mult · relu", "max · sigmoid", "add · identity", "add · relu",
+        "elem_mult · tanh", "add · sin"]
+    assert page.svg_texts.count("x_t, h_{t-1}") == 4
+    assert "+ c_{t-1}: add · relu" in page.svg_texts and "→ c_t" in page.svg_texts
+    assert sum(t == "line" for t, _ in page.tags) == 6, "each non-leaf node joins two children"
+
+
+def test_a_baseline_search_is_compared(searches):
+    workdir, baseline = searches
+    page = Page(_report(workdir, "--baseline", str(baseline)))
+    _, ours, theirs = page.tables["comparison"]
+    assert ours[:3] == ["tiny", "reinforce", str(TRIALS)]
+    assert theirs[:3] == ["tiny-random", "random", str(TRIALS)]
+    lines = [a for t, a in page.tags if t == "polyline"]
+    assert [a["class"] for a in lines] == ["best", "baseline"]
+
+
+def test_every_searchs_outputs_include_the_report(searches, tmp_path):
+    workdir, _ = searches
+    store = LocalStore(workdir / "store")
+    summary = write_outputs(StoreResultSource(store).all(), store, tmp_path)
+    assert summary["cost"]["trials"] == TRIALS
+    head = Page((tmp_path / "report.html").read_text()).tables["leaderboard"][0]
+    assert head[:len(LEADERBOARD_COLUMNS)] == list(LEADERBOARD_COLUMNS)
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    binary = shutil.which("chromium")
+    assert binary, "chromium is not installed: `make dev-tools` installs it (Debian chromium)"
+    return subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", *args],
+                          capture_output=True, text=True, timeout=120, check=True)
+
+
+def test_chromium_renders_a_page_with_content_and_sorts_on_request(searches, tmp_path):
+    workdir, _ = searches
+    report = Path(_report(workdir) and workdir / "report.html")
+    shot = tmp_path / "report.png"
+    _chromium(f"--screenshot={shot}", "--window-size=1200,1600", report.as_uri())
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1200, 1600)
+    counts = image.getcolors(maxcolors=image.width * image.height)
+    colours = len(counts)
+    ink = sum(n for n, rgb in counts if min(rgb) < 200) / (image.width * image.height)
+    assert colours > 100 and ink > 0.03, (colours, ink)
+    dom = _chromium("--dump-dom", report.as_uri() + "#sort=-cpu_seconds").stdout
+    ids_costs = re.findall(r'<td>(tiny-\d{5})</td>(?:<td>[^<]*</td>){7}<td>([\d.]+)</td>', dom)
+    costs = [float(c) for _, c in ids_costs]
+    assert len(costs) == TRIALS and costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
+
+
+def test_the_command_takes_a_file_url_and_refuses_a_missing_directory(searches, tmp_path, capsys):
+    workdir, _ = searches
+    out = tmp_path / "elsewhere" / "page.html"
+    assert main(["report", workdir.as_uri(), "--out", str(out)]) == 0
+    assert "leaderboard" in Page(out.read_text()).tables
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no such work directory or store" in capsys.readouterr().err
