@@ -41,7 +41,7 @@ from kubenas.contracts import Architecture, EpochMetrics, ResultRecord, result_k
 from kubenas.storage import AlreadyExists, NotFound, ObjectStore, StorageError
 from kubenas.trainer.builders import cnn as cnn_builder
 from kubenas.trainer.config import TrainerConfig, require_image_dataset
-from kubenas.trainer.cost import measure_cost
+from kubenas.trainer.cost import attempt_seconds, measure_cost
 from kubenas.trainer.data import load_dataset
 from kubenas.trainer.data.augment import BatchAugment, to_float
 from kubenas.trainer.errors import ChildFailure, UnsupportedSpace
@@ -236,11 +236,13 @@ def run_attempt(trial_id: str, experiment: str, architecture: Architecture, stor
     started_at = state.get("started_at", _now()) if state else _now()
     attempt = int(state.get("attempt", 0)) + 1 if state else 1
     resumed_from = int(state["epoch"]) if state else None
+    earlier_seconds = float(state.get("spent_seconds", 0.0)) if state else 0.0
     extra: dict[str, Any] = {"attempt": attempt, "resumed_from_epoch": resumed_from}
 
     def checkpoint(s: dict) -> None:
         s = dict(s, trial_id=trial_id, architecture_key=architecture.key(),
-                 started_at=started_at, attempt=attempt)
+                 started_at=started_at, attempt=attempt,
+                 spent_seconds=earlier_seconds + attempt_seconds())
         buf = io.BytesIO()
         torch.save(s, buf)
         try:
@@ -275,7 +277,8 @@ def run_attempt(trial_id: str, experiment: str, architecture: Architecture, stor
             experiment=experiment, trial_id=trial_id, architecture=architecture,
             status="succeeded", reward=float(outcome.reward), metrics=outcome.metrics,
             timings=_timings(started_at, outcome.metrics), extra=extra)
-    record = _publish(store, record, deadline)
+    record = _publish(store, dataclasses.replace(record, cost=measure_cost(earlier_seconds)),
+                      deadline)
     try:
         store.delete(ckey)
     except StorageError as exc:  # the result is safe; a stale checkpoint is only litter

@@ -4,7 +4,9 @@ The clock starts when this process started (read from /proc, so the interpreter'
 start-up count too: they are paid for) or, when ``KUBENAS_STARTED_AT`` holds epoch seconds,
 then: a launcher that hands trials to a process it did not start for them (a warm worker)
 sets it per trial. In a Kubernetes pod the trainer is the pod's process, so its start is the
-pod's to within the container runtime's start-up.
+pod's to within the container runtime's start-up. A resumed child adds what the attempts
+before it had spent up to their last checkpoint (kept in it); the time between a killed
+attempt's last checkpoint and its death is not known and not counted.
 """
 
 from __future__ import annotations
@@ -48,11 +50,17 @@ def started_at() -> tuple[float, str]:
     return process_started_at(), "process"
 
 
-def measure_cost() -> Cost:
-    """This child's cost so far. A GPU counts when CUDA was initialised in this process (a
-    model or tensor went to it); then every GPU the process can see is held by it."""
+def attempt_seconds() -> float:
+    """Wall seconds since this attempt's clock started."""
+    return max(0.0, time.time() - started_at()[0])
+
+
+def measure_cost(earlier_seconds: float = 0.0) -> Cost:
+    """This child's cost so far, plus ``earlier_seconds`` that killed attempts before it had
+    spent (up to their last checkpoint). A GPU counts when CUDA was initialised in this
+    process (a model or tensor went to it); then every GPU the process can see is held."""
     start, clock = started_at()
-    wall = round(max(0.0, time.time() - start), 3)
+    wall = round(earlier_seconds + max(0.0, time.time() - start), 3)
     import torch
 
     if not torch.cuda.is_initialized():
@@ -61,4 +69,5 @@ def measure_cost() -> Cost:
                 gpu_name=torch.cuda.get_device_name(torch.cuda.current_device()), clock=clock)
 
 
-__all__ = ["STARTED_AT_ENV", "measure_cost", "process_started_at", "started_at"]
+__all__ = ["STARTED_AT_ENV", "attempt_seconds", "measure_cost", "process_started_at",
+           "started_at"]

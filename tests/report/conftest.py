@@ -36,14 +36,14 @@ class TrainedLikeExecutor(InstantExecutor):
         self.store.put_new(result_key(tid), record.to_json())
 
 
-def run_search(root, name: str, strategy: str) -> LocalStore:
+def run_search(store, name: str, strategy: str):
+    """A finished search of TRIALS trials by ``strategy`` in ``store``."""
     exp = parse_experiment({"metadata": {"name": name}, "spec": {
         "search": {"space": "cnn", "strategy": strategy, "seed": 3, "spaceOptions": {
             "filterHeights": [1, 3, 5], "filterWidths": [1, 3], "numFilters": [8, 16],
             "curriculum": {"startLayers": 4, "stepLayers": 0, "everySamples": 1,
                            "maxLayers": 4}}},
         "budget": {"maxTrials": TRIALS}}})
-    store = LocalStore(root / name / "store")
     SearchLoop(exp, strategy_factory(exp), TrainedLikeExecutor(store, 2),
                StoreResultSource(store), store, poll_interval=0).run()
     return store
@@ -53,6 +53,6 @@ def run_search(root, name: str, strategy: str) -> LocalStore:
 def searches(tmp_path_factory):
     """(workdir of a REINFORCE search, workdir of a random search of the same space)."""
     root = tmp_path_factory.mktemp("runs")
-    run_search(root, "tiny", "reinforce")
-    run_search(root, "tiny-random", "random")
+    run_search(LocalStore(root / "tiny" / "store"), "tiny", "reinforce")
+    run_search(LocalStore(root / "tiny-random" / "store"), "tiny-random", "random")
     return root / "tiny", root / "tiny-random"

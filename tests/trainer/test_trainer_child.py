@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 import types
 
 import pytest
@@ -14,6 +15,7 @@ from kubenas.storage import StorageError
 from kubenas.storage.local import LocalStore
 from kubenas.trainer import child as child_mod
 from kubenas.trainer.child import checkpoint_key, model_key, train_child
+from kubenas.trainer.cost import STARTED_AT_ENV
 from kubenas.trainer.reward import compute_reward
 
 RNN_CELL = Architecture.from_dict({"space": "rnn_cell", "spec": {
@@ -151,6 +153,17 @@ def test_resume_after_a_kill_continues_with_the_next_epoch(tmp_path, small_cnn):
     for a, b in zip(resumed.metrics, whole.metrics):
         assert a.val_acc == pytest.approx(b.val_acc, abs=1e-9)
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
+
+
+def test_a_resumed_child_costs_what_every_attempt_spent(tmp_path, small_cnn, monkeypatch):
+    monkeypatch.setenv(STARTED_AT_ENV, str(time.time() - 100.0))   # the first pod's start
+    with pytest.raises(KeyboardInterrupt):
+        train_child("r", "exp", small_cnn, dict(CONFIG, epochs=3), KilledAfter(tmp_path, 2))
+    second = time.time()
+    monkeypatch.setenv(STARTED_AT_ENV, str(second))               # the retried pod's
+    resumed = train_child("r", "exp", small_cnn, dict(CONFIG, epochs=3), LocalStore(tmp_path))
+    assert resumed.extra["attempt"] == 2
+    assert 100.0 < resumed.cost.wall_seconds < 100.0 + 2 * (time.time() - second) + 60
 
 
 def test_a_checkpoint_of_another_architecture_is_ignored(tmp_path, small_cnn, make_layer):
