@@ -29,7 +29,8 @@ LEADERBOARD_COLUMNS = ("rank", "trial_id", "status", "reward", "best_val_metric"
                        "reason")
 
 
-def _device(r: ResultRecord) -> str:
+def device_label(r: ResultRecord) -> str:
+    """What a trial ran on: "cpu", "cuda 2x NVIDIA H200"; "" without a cost record."""
     if r.cost is None:
         return ""
     if not r.cost.gpu_count:
@@ -43,7 +44,7 @@ def _cost_columns(r: ResultRecord) -> dict:
         return {"device": "", "gpu_seconds": "", "cpu_seconds": ""}
     seconds = f"{r.cost.seconds:.1f}"
     gpu = bool(r.cost.gpu_count)
-    return {"device": _device(r), "gpu_seconds": seconds if gpu else "",
+    return {"device": device_label(r), "gpu_seconds": seconds if gpu else "",
             "cpu_seconds": "" if gpu else seconds}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from kubenas.contracts.result import cost_text
-from kubenas.local.report import LEADERBOARD_COLUMNS, leaderboard_rows
+from kubenas.local.report import LEADERBOARD_COLUMNS, device_label, leaderboard_rows
 from kubenas.report.assets import CSS, SORTABLE_JS
 from kubenas.report.chart import reward_chart, running_best
 from kubenas.report.data import Run
@@ -88,8 +88,7 @@ def _leaderboard(run: Run) -> str:
 def _cost(run: Run) -> str:
     by_device: dict[str, list] = {}
     for r in run.results:
-        name = "no cost record" if r.cost is None else \
-            (f"{r.cost.gpu_count}× {r.cost.gpu_name or 'GPU'}" if r.cost.gpu_count else "CPU")
+        name = device_label(r) or "no cost record"
         seconds = 0.0 if r.cost is None else r.cost.seconds
         by_device.setdefault(name, []).append(seconds)
     rows = "".join(f"<tr><td>{escape(name)}</td><td>{len(s)}</td><td>{sum(s):.1f}</td>"

@@ -24,4 +24,4 @@ def test_a_report_of_a_search_in_a_bucket(s3_server, tmp_path, monkeypatch):
     assert main(["report", store.url(), "--out", str(out), "--endpoint", s3_server.endpoint]) == 0
     page = Page(out.read_text())
     assert len(page.tables["leaderboard"]) == TRIALS + 1
-    assert "tiny" in out.read_text() and page.tables["cost-by-device"][1][:2] == ["CPU", str(TRIALS)]
+    assert "tiny" in out.read_text() and page.tables["cost-by-device"][1][:2] == ["cpu", str(TRIALS)]

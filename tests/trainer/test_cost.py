@@ -46,3 +46,17 @@ def test_a_cpu_child_costs_cpu_seconds_from_its_process_start(tmp_path, monkeypa
     assert record.cost.device == "cpu" and record.cost.gpu_count == 0
     assert record.cost.gpu_name is None and record.cost.clock == "process"
     assert record.cost.wall_seconds >= before and record.cost.resource == "CPU"
+
+
+def test_a_process_that_used_cuda_costs_gpu_seconds_of_every_gpu_it_sees(monkeypatch):
+    # no GPU on the test machine: torch.cuda's answers stand in for a pod holding two
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"NVIDIA H200 #{i}")
+    monkeypatch.setenv(STARTED_AT_ENV, str(time.time() - 10.0))
+    cost = measure_cost()
+    assert (cost.device, cost.gpu_count, cost.gpu_name) == ("cuda", 2, "NVIDIA H200 #0")
+    assert cost.resource == "GPU" and 20.0 <= cost.seconds < 22.0
