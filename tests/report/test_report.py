@@ -187,3 +187,19 @@ def test_the_command_takes_a_file_url_and_refuses_a_missing_directory(searches, 
     assert "leaderboard" in Page(out.read_text()).tables
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no such work directory or store" in capsys.readouterr().err
+
+
+def test_results_without_a_controller_state_still_make_a_report(tmp_path):
+    from kubenas.contracts import ResultRecord, result_key
+
+    store = LocalStore(tmp_path / "store")
+    arch = Architecture.from_dict({"space": "nasbench201", "spec": {"edges": {
+        e: "conv_3x3" for e in ("1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2")}}})
+    for i, reward in enumerate([0.2, 0.6, 0.4]):
+        store.put_new(result_key(f"bare-{i:05d}"), ResultRecord(
+            experiment="bare", trial_id=f"bare-{i:05d}", architecture=arch,
+            status="succeeded", reward=reward).to_json())
+    page = Page(_report(tmp_path))
+    rows = page.tables["leaderboard"][1:]
+    assert [r[1] for r in rows] == ["bare-00001", "bare-00002", "bare-00000"]
+    assert "conv_3x3" in "".join(c for row in page.tables["spec"] for c in row)
