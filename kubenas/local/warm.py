@@ -108,15 +108,25 @@ class Zygote:
         select.select([self.proc.stdout], [], [], left)
 
     def spawn(self, trial_id: str, argv: list[str], log_path: Path) -> int:
-        """Fork a child running ``kubenas <argv>`` with its output in ``log_path``; its pid."""
-        if self.proc is None:
-            self.start()
+        """Fork a child running ``kubenas <argv>`` with its output in ``log_path``; its pid.
+        A zygote found dead (idle or mid-request) is replaced once."""
+        self.collect()   # notice a zygote that died while it had nothing to report
+        for _ in range(2):
+            if self.proc is None:
+                self.start()
+            pid = self._request_spawn(trial_id, argv, log_path)
+            if pid is not None:
+                return pid
+        raise ZygoteError(f"the warm worker exited before starting {trial_id} "
+                          f"(see {self.log_path})")
+
+    def _request_spawn(self, trial_id: str, argv: list[str], log_path: Path) -> Optional[int]:
+        """The child's pid, or None if the zygote died before answering."""
         self._send({"op": "spawn", "id": trial_id, "argv": argv, "log": str(log_path)})
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while trial_id not in self.spawned:
             if self.proc is None:
-                raise ZygoteError(f"the warm worker exited before starting {trial_id} "
-                                  f"(see {self.log_path})")
+                return None
             if trial_id in self.errors:
                 raise ZygoteError(f"{trial_id}: fork failed: {self.errors.pop(trial_id)}")
             self._wait_readable(deadline)

@@ -158,6 +158,20 @@ def test_a_dead_zygote_fails_its_children_and_the_next_one_gets_a_fresh_zygote(t
     assert record(ex, "t-00001")["status"] == "succeeded"
 
 
+def test_a_zygote_that_died_while_idle_is_replaced_on_the_next_submit(tmp_path):
+    ex = executor(tmp_path, QUICK, warm=True)
+    try:
+        run_to_end(ex, [TrialRequest("t-00000", arch(4))])
+        first_zygote = ex.zygote.pid
+        os.kill(first_zygote, signal.SIGKILL)
+        wait_for(lambda: not alive(first_zygote), "the zygote dead", limit=30)
+        run_to_end(ex, [TrialRequest("t-00001", arch(8))])
+        assert ex.zygote.pid != first_zygote
+    finally:
+        ex.close()
+    assert record(ex, "t-00000")["status"] == record(ex, "t-00001")["status"] == "succeeded"
+
+
 def test_the_default_comes_from_the_environment_and_bad_values_are_refused(tmp_path, monkeypatch):
     store = LocalStore(tmp_path / "store")
     monkeypatch.setenv(CHILDREN_ENV, "cold")
