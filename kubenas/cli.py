@@ -76,7 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     store_url = exp.storage.get("url") or (workdir / "store").as_uri()
     store = open_store(store_url, endpoint_url=exp.storage.get("endpoint"))
     parallelism = args.parallelism or exp.parallelism
-    executor = ProcessExecutor(exp.name, trainer_config, store, workdir, parallelism=parallelism)
+    executor = ProcessExecutor(exp.name, trainer_config, store, workdir, parallelism=parallelism,
+                               warm=False if args.cold_children else None)  # None: the default
     results = StoreResultSource(store)
 
     from tqdm import tqdm
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workdir", help="where state and outputs go (default runs/<name>)")
     r.add_argument("--parallelism", type=int, help="children training at once (overrides the file)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--cold-children", action="store_true",
+                   help="start each child as a fresh process (default: fork it from a warm one)")
     r.add_argument("--dry-run", action="store_true",
                    help="validate the file (space, strategy, trainer) and stop")
     r.set_defaults(func=cmd_run)
