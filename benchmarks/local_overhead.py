@@ -6,8 +6,10 @@ side in one run, on the same workload.
    ``ProcessExecutor`` cold, then warm. Per child, overhead = its wall time (submit to its exit
    reaped, polled every 20 ms) minus its training time as its result record reports it
    (``timings.train_seconds``): interpreter and imports, data loading, the TorchScript export,
-   the result write. The first warm child also carries the zygote's own start-up (paid once
-   per run), so the median is the figure per child and the maximum shows that one.
+   the result write; "outside the trainer" is the part before and after ``train_child``'s
+   clock (``timings.total_seconds``): process start, imports, exit. The first warm child
+   also carries the zygote's own start-up (paid once per run), so the median is the figure
+   per child and the maximum shows that one.
 2. Quickstart: `kubenas run` on examples/quickstart.yaml (its first ``--quickstart-trials``
    trials; ``--full`` for all 48) cold, then warm; wall time of the whole command.
 
@@ -75,16 +77,17 @@ def run_children(warm: bool, archs: list[Architecture], trainer: dict, paralleli
     finally:
         ex.close()
     wall = time.monotonic() - t0
-    overheads, failed = [], []
+    overheads, startups, failed = [], [], []
     for tid, child_wall in sorted(ex.wall_seconds.items()):
         rec = json.loads(store.get(result_key(tid)))
         if rec["status"] != "succeeded":
             failed.append(f"{tid}: {rec['reason']}")
             continue
         overheads.append(child_wall - rec["timings"]["train_seconds"])
+        startups.append(child_wall - rec["timings"]["total_seconds"])
     if failed:
         raise SystemExit("children failed:\n" + "\n".join(failed))
-    return {"wall": wall, "overheads": overheads}
+    return {"wall": wall, "overheads": overheads, "startups": startups}
 
 
 def quickstart_file(trials: int, root: Path) -> Path:
@@ -110,10 +113,11 @@ def run_quickstart(warm: bool, exp_file: Path, root: Path) -> float:
 
 
 def describe(label: str, result: dict) -> str:
-    o = result["overheads"]
+    o, s = result["overheads"], result["startups"]
     return (f"  {label}: {len(o)} children, wall {result['wall']:.1f} s; overhead per child "
             f"median {statistics.median(o):.2f} s, mean {statistics.mean(o):.2f} s, "
-            f"max {max(o):.2f} s")
+            f"max {max(o):.2f} s; of it outside the trainer (start, imports, exit) median "
+            f"{statistics.median(s):.2f} s")
 
 
 def main(argv=None) -> int:
