@@ -77,6 +77,8 @@ class TableExecutor(Executor, ResultSource):
         self._finished: dict[str, ResultRecord] = {}   # finished, not yet seen in `known`
         self.busy_seconds = 0.0             # simulated compute charged so far
         self.table_indices: dict[str, int] = {}   # trial id -> table cell index
+        self.table_seeds: dict[str, int] = {}     # trial id -> training seed drawn
+        self._drawn: dict[int, set[int]] = {}     # cell index -> training seeds drawn so far
 
     # -- Executor ------------------------------------------------------------------------
     def free_slots(self, pool: Optional[str] = None) -> int:
@@ -85,14 +87,29 @@ class TableExecutor(Executor, ResultSource):
     def in_flight(self) -> set[str]:
         return set(self._running)
 
-    def submit(self, request: TrialRequest) -> None:
+    def draw_seed(self, index: int, fresh: bool = False) -> int:
+        """A training seed of cell ``index``, uniform. ``fresh``: uniform among the seeds not
+        drawn yet for this cell (a re-evaluation's "second seed"); all seeds when none is left."""
+        seeds = range(int(self.table.n_seeds[index]))
+        if fresh:
+            unseen = [k for k in seeds if k not in self._drawn.get(index, ())]
+            seeds = unseen or seeds
+        return int(seeds[int(self._rng.integers(len(seeds)))])
+
+    def drawn_seeds(self, index: int) -> frozenset:
+        """The training seeds of cell ``index`` this executor has drawn (submitted)."""
+        return frozenset(self._drawn.get(index, ()))
+
+    def submit(self, request: TrialRequest, fresh_seed: bool = False) -> None:
+        """Start ``request``'s child. ``fresh_seed``: draw a seed this cell has not had yet
+        (re-evaluating a candidate) instead of any of its seeds."""
         if request.trial_id in self._submitted:
             return                          # idempotent: never a second child
         if self.free_slots() <= 0:
             raise RuntimeError(f"no free worker for {request.trial_id} "
                                f"({self.workers} busy); check free_slots() first")
         index = table_index(request.architecture)
-        seed = int(self._rng.integers(self.table.n_seeds[index]))
+        seed = self.draw_seed(index, fresh=fresh_seed)
         acc, seconds = self.table.lookup(index, seed)
         start, finish = self.clock, self.clock + seconds
         record = ResultRecord(
@@ -113,6 +130,8 @@ class TableExecutor(Executor, ResultSource):
         self._submitted.add(request.trial_id)
         self._running.add(request.trial_id)
         self.table_indices[request.trial_id] = index
+        self.table_seeds[request.trial_id] = seed
+        self._drawn.setdefault(index, set()).add(seed)
         self.busy_seconds += seconds
 
     def table_index(self, trial_id: str) -> int:

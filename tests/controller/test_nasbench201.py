@@ -110,6 +110,9 @@ def test_tuned_defaults_are_applied_and_overridable():
     assert s.options["learningRate"] == 0.01
     cnn = make_strategy("reinforce", make_space("cnn"), None, seed=0)
     assert cnn.options["learningRate"] == 0.0006      # other spaces keep the paper's defaults
+    evo = make_strategy("evolution", space, {"sampleSize": 5}, seed=0)
+    assert evo.options == {**STRATEGY_DEFAULTS["evolution"], "sampleSize": 5}
+    assert make_strategy("evolution", make_space("cnn"), None, seed=0).options["populationSize"] == 100
 
 
 # -- the simulated executor ------------------------------------------------------------------
@@ -214,7 +217,10 @@ def test_summary_json_shape(tmp_path, capsys):
     for name, by_t in summary.items():
         assert list(by_t) == ["20"]
         s = by_t["20"]
-        assert set(s) == {"best_val_mean", "best_val_std", "regret_mean", "p_vs_random"}
+        assert set(s) == {"best_val_mean", "best_val_std", "regret_mean", "p_vs_random",
+                          "diff_vs_random", "fallbacks", "mean_all_seeds",
+                          "regret_worst_fallback", "p_paired"}
+        assert 0 <= s["fallbacks"] <= 2 and set(s["p_paired"]) == set(summary) - {name}
         assert 0 < s["best_val_mean"] <= optimum
         assert s["regret_mean"] == pytest.approx(optimum - s["best_val_mean"])
         assert (s["p_vs_random"] is None) == (name == "random")
@@ -224,6 +230,17 @@ def test_summary_json_shape(tmp_path, capsys):
     # same call, same numbers
     again = bm.run_benchmark(trials=20, seeds=2, workers=2, jobs=1, verbose=False)
     assert again == summary
+
+
+def test_reevaluation_share_is_spent_inside_the_trial_budget():
+    spec = _spec("evolution", 3, trials=20, workers=2)
+    spec.reeval_share = 0.25
+    r = bm.run_one(spec)
+    assert len(r.quality) == len(r.fallback) == 20
+    assert r.info == {"search_trials": 15, "reevaluations": 5}
+    plain = bm.run_one(_spec("evolution", 3, trials=15, workers=2))
+    assert r.quality[:15] == plain.quality                 # same search, then re-evaluations
+    assert r.unique == plain.unique                        # re-evaluations sample no new cell
 
 
 def test_checkpoints_and_bad_arguments():
