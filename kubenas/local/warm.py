@@ -117,8 +117,8 @@ class Zygote:
             pid = self._request_spawn(trial_id, argv, log_path)
             if pid is not None:
                 return pid
-        raise ZygoteError(f"the warm worker exited before starting {trial_id} "
-                          f"(see {self.log_path})")
+        raise ZygoteError(f"the warm worker exited before starting {trial_id} (see "
+                          f"{self.log_path}; `kubenas run --cold-children` does without it)")
 
     def _request_spawn(self, trial_id: str, argv: list[str], log_path: Path) -> Optional[int]:
         """The child's pid, or None if the zygote died before answering."""

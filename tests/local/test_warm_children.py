@@ -15,6 +15,7 @@ import pytest
 from kubenas.contracts import Architecture, result_key
 from kubenas.controller.interfaces import TrialRequest
 from kubenas.local.executor import CHILDREN_ENV, ProcessExecutor, exit_reason
+from kubenas.local.warm import Zygote, ZygoteError
 from kubenas.storage.local import LocalStore
 
 pytestmark = pytest.mark.slow
@@ -170,6 +171,17 @@ def test_a_zygote_that_died_while_idle_is_replaced_on_the_next_submit(tmp_path):
     finally:
         ex.close()
     assert record(ex, "t-00000")["status"] == record(ex, "t-00001")["status"] == "succeeded"
+
+
+def test_a_zygote_that_cannot_start_is_a_clear_error(tmp_path):
+    log = tmp_path / "zygote.log"
+    zygote = Zygote(dict(os.environ, OMP_NUM_THREADS="1"), log, preload=("kubenas_no_such_module",))
+    try:
+        with pytest.raises(ZygoteError, match=r"exited before starting t-00000 .*--cold-children"):
+            zygote.spawn("t-00000", ["train-child"], tmp_path / "child.log")
+    finally:
+        zygote.close()
+    assert "No module named 'kubenas_no_such_module'" in log.read_text()
 
 
 def test_the_default_comes_from_the_environment_and_bad_values_are_refused(tmp_path, monkeypatch):
