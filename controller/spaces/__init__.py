@@ -13,6 +13,7 @@ from typing import Callable, Mapping, Optional
 from kubenas.contracts import ContractError
 from kubenas.controller.spaces.base import Action, Decision, SearchSpace
 from kubenas.controller.spaces.cnn import CnnSpace
+from kubenas.controller.spaces.enas_macro import EnasMacroSpace
 from kubenas.controller.spaces.nasbench201 import NasBench201Space
 from kubenas.controller.spaces.rnn_cell import RnnCellSpace
 
@@ -22,6 +23,7 @@ SPACES: dict[str, Callable[..., SearchSpace]] = {
     "cnn": CnnSpace,
     "rnn_cell": RnnCellSpace,
     "nasbench201": NasBench201Space,
+    "enas_macro": EnasMacroSpace,
 }
 
 
@@ -36,4 +38,4 @@ def make_space(name: str, options: Optional[Mapping] = None, *,
     return SPACES[name](options, where=where)
 
 
-__all__ = ["Action", "CnnSpace", "Decision", "RnnCellSpace", "SPACES", "SearchSpace", "make_space"]
+__all__ = ["Action", "CnnSpace", "Decision", "EnasMacroSpace", "RnnCellSpace", "SPACES", "SearchSpace", "make_space"]

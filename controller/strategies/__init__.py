@@ -29,11 +29,17 @@ def _evolution(*args, **kw) -> Strategy:
     return EvolutionStrategy(*args, **kw)
 
 
+def _enas(*args, **kw) -> Strategy:
+    from kubenas.controller.strategies.enas import EnasStrategy
+    return EnasStrategy(*args, **kw)
+
+
 # name -> factory(space, options, seed, where=...) -> Strategy
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "reinforce": _reinforce,
     "random": _random,
     "evolution": _evolution,
+    "enas": _enas,
 }
 
 

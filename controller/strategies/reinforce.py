@@ -72,10 +72,11 @@ MAX_RATES = {"initRange": 10.0, "learningRate": 10.0, "entropyWeight": 100.0}
 
 class ReinforceStrategy(Strategy):
     name = "reinforce"
+    defaults = DEFAULTS  # a subclass (enas) adds its own options and defaults here
 
     def __init__(self, space: SearchSpace, options: Optional[Mapping] = None, seed: int = 0,
                  where: str = "spec.search.strategyOptions") -> None:
-        o = F.resolve(options, DEFAULTS, where)
+        o = F.resolve(options, self.defaults, where)
         for key, high in MAX_COUNTS.items():
             F.integer(o[key], f"{where}.{key}", 1, high)
         for key, high in MAX_RATES.items():
@@ -206,7 +207,7 @@ class ReinforceStrategy(Strategy):
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("name") != self.name:
-            raise ValueError(f"reinforce: cannot load a {state.get('name')!r} strategy state")
+            raise ValueError(f"{self.name}: cannot load a {state.get('name')!r} strategy state")
         space = {"name": self.space.name, "options": self.space.options()}
         if from_json(to_json(space)) != from_json(to_json(state["space"])):
             raise ValueError(f"reinforce: state was written for space {state['space']}, "

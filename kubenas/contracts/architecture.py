@@ -7,7 +7,7 @@ a Job's arguments, a result record and a file on disk.
     {
       "apiVersion": "kubenas.dev/v1",
       "kind": "Architecture",
-      "space": "cnn",                     # cnn | rnn_cell | nasbench201
+      "space": "cnn",                     # cnn | rnn_cell | nasbench201 | enas_macro
       "tokens": [3, 1, 2, 0, ...],        # compact form: the controller's action indices
       "spec": {...}                       # space-specific, validated below
     }
@@ -34,6 +34,12 @@ RNN cell spec (§3.5):
     node m's combination of its inputs (leaves: of W x_t and U h_{t-1}) before its activation
     and before any injection, as c_t. Biases are a trainer setting, not part of the cell.
 
+ENAS macro spec (Pham et al. 2018): {"channels": 16, "pooling_at": [2, 4],
+    "layers": [{"name": "layer_1", "op": "conv3x3", "skips": []}, ...]}
+    Layer k's op reads layer k-1 (the stem for the first); ``skips`` name earlier layers
+    added to its output (kubenas.controller.spaces.enas_macro); ops from ``ENAS_OPS``; a
+    fixed 2x2 max-pool follows every layer number in ``pooling_at``.
+
 NAS-Bench-201 spec: {"edges": {"1<-0": "conv_3x3", "2<-0": ..., "2<-1": ..., "3<-0": ...,
     "3<-1": ..., "3<-2": ...}} with ops from ``NB201_OPS``.
 """
@@ -57,6 +63,8 @@ RNN_COMBINES = ("add", "elem_mult", "max")
 RNN_ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "sin")
 NB201_OPS = ("none", "skip_connect", "conv_1x1", "conv_3x3", "avg_pool_3x3")
 NB201_EDGES = ("1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2")
+# ENAS macro space ops (Pham et al. 2018): every one keeps channels and spatial size.
+ENAS_OPS = ("conv3x3", "conv5x5", "sep_conv3x3", "sep_conv5x5", "maxpool3x3", "avgpool3x3")
 
 
 @dataclass(frozen=True)
@@ -179,5 +187,27 @@ def validate_nasbench201(spec: Mapping, where: str) -> None:
                 f"must be one of {list(NB201_OPS)}, got {edges[e]!r}")
 
 
+def validate_enas_macro(spec: Mapping, where: str) -> None:
+    integer(spec.get("channels"), f"{where}.channels", minimum=1)
+    layers = spec.get("layers")
+    require(isinstance(layers, list) and layers, f"{where}.layers", "must be a non-empty list")
+    pools = spec.get("pooling_at", [])
+    require(isinstance(pools, list) and all(is_int(k) and 1 <= k < len(layers) for k in pools)
+            and pools == sorted(set(pools)), f"{where}.pooling_at",
+            f"must be increasing layer numbers in [1, {len(layers) - 1}], got {pools!r}")
+    for i, layer in enumerate(layers):
+        w = f"{where}.layers[{i}]"
+        require(isinstance(layer, Mapping), w, "must be a mapping")
+        require(layer.get("name") == f"layer_{i + 1}", f"{w}.name",
+                f"must be 'layer_{i + 1}', got {layer.get('name')!r}")
+        require(layer.get("op") in ENAS_OPS, f"{w}.op",
+                f"must be one of {list(ENAS_OPS)}, got {layer.get('op')!r}")
+        skips = layer.get("skips", [])
+        earlier = [f"layer_{j + 1}" for j in range(i)]
+        require(isinstance(skips, list) and all(s in earlier for s in skips)
+                and len(set(skips)) == len(skips), f"{w}.skips",
+                f"must be distinct names of earlier layers, got {skips!r}")
+
+
 VALIDATORS = {"cnn": validate_cnn, "rnn_cell": validate_rnn_cell,
-              "nasbench201": validate_nasbench201}
+              "nasbench201": validate_nasbench201, "enas_macro": validate_enas_macro}

@@ -5,8 +5,10 @@ and the registries (``kubenas.controller.spaces.SPACES``,
 against (tests/kubenas/test_crd_agrees.py). Stdlib only, so the operator can read it without torch.
 """
 
-SPACES = ("cnn", "rnn_cell", "nasbench201")
-STRATEGIES = ("reinforce", "random", "evolution")
+SPACES = ("cnn", "rnn_cell", "nasbench201", "enas_macro")
+# enas: one process trains a shared-weight supernet and the policy in turn (kubenas.enas),
+# not one child per trial.
+STRATEGIES = ("reinforce", "random", "evolution", "enas")
 DATASETS = ("digits", "fashion_mnist", "cifar10", "ptb")
 
 # What an experiment gets when ``spec.search`` names none (the CRD's ``default:`` too).
