@@ -43,7 +43,7 @@ MAX_SECONDS = 2**31 - 1        # Kubernetes' int32 durations
 _DOC_KEYS = ("apiVersion", "kind", "metadata", "spec")
 _META_KEYS = ("name", "namespace", "labels", "annotations")
 _TOP_KEYS = ("search", "budget", "parallelism", "trainer", "storage", "workerPools", "jobSettings",
-             "image", "controller")
+             "image", "controller", "final")
 _SEARCH_KEYS = ("space", "spaceOptions", "strategy", "strategyOptions", "seed")
 _POOL_KEYS = ("name", "nodeSelector", "tolerations", "gpusPerTrial", "resources", "maxInFlight",
               "affinity")
@@ -93,6 +93,7 @@ class Experiment:
     job_settings: dict
     raw: dict           # the whole document as given (for Trial/Job templates and logs)
     controller: dict = field(default_factory=dict)  # spec.controller, validated
+    final: Optional[dict] = None  # spec.final resolved (parse_final); None: no final phase
 
     @property
     def spec(self) -> dict:
@@ -124,6 +125,7 @@ def parse_experiment(doc: Any, where: str = "experiment") -> Experiment:
                       worker_pools=_parse_pools(spec.get("workerPools")),
                       job_settings=_parse_job_settings(spec.get("jobSettings")),
                       controller=_parse_controller(spec.get("controller")),
+                      final=parse_final(spec.get("final"), search["space"], trainer),
                       raw=copy.deepcopy(doc))
 
 
@@ -306,6 +308,116 @@ def _affinity(value: Any, where: str) -> dict:
     for key, part in doc.items():
         F.mapping(part, f"{where}.{key}")
     return doc
+
+
+# -- spec.final: the paper's grid search, retrain and single test evaluation (§4.1, §4.2) ------
+
+MAX_TOP_K = 16
+MAX_GRID_VALUES = 64           # values on one axis
+MAX_GRID_POINTS = 256          # points of one architecture's grid (the product of the axes)
+MAX_SIZES = 8
+MAX_FINAL_EPOCHS = 10_000      # the trainer's MAX_EPOCHS
+TRAIN_ON = ("train", "train+validation")
+_FINAL_KEYS = ("topK", "grid", "epochs", "trainOn", "sizes")
+# The search schedule's epochs when spec.trainer names none (TrainerConfig's and LMConfig's
+# defaults; tests/kubenas/test_final_spec.py holds them equal).
+SEARCH_EPOCHS_DEFAULT = {"cnn": 5, "rnn_cell": 4}
+# Grid axes per space: trainer keys -> (integer?, minimum, maximum, minimum exclusive).
+_GRID_AXES = {
+    "cnn": {"learningRate": (False, 0, 1000, True), "weightDecay": (False, 0, 1, False),
+            "bnEpsilon": (False, 0, 1, True), "lrDecayEpoch": (True, 1, MAX_FINAL_EPOCHS, False),
+            "momentum": (False, 0, 0.999, False), "batchSize": (True, 1, 65_536, False)},
+    "rnn_cell": {"learningRate": (False, 0, 1000, True), "initRange": (False, 0, 10, True),
+                 "dropout": (False, 0, 0.99, False), "recurrentDropout": (False, 0, 0.99, False),
+                 "embeddingDropout": (False, 0, 0.99, False),
+                 "lrDecayEpoch": (True, 1, MAX_FINAL_EPOCHS, False),
+                 "weightDecay": (False, 0, 1, False), "clipNorm": (False, 0, 100, True)},
+}
+# The paper names the axes, not their values (§4.1: learning rate, weight decay, batch-norm
+# epsilon, LR-decay epoch; §4.2: learning rate, weight initialisation, dropout, decay epoch):
+# two values each around the trainers' defaults; lrDecayEpoch from the search's epochs.
+_DEFAULT_GRID = {"cnn": {"learningRate": [0.05, 0.1], "weightDecay": [1e-4, 5e-4],
+                         "bnEpsilon": [1e-5, 1e-3]},
+                 "rnn_cell": {"learningRate": [10.0, 20.0], "initRange": [0.05, 0.1],
+                              "dropout": [0.1, 0.3]}}
+
+
+def search_epochs(space: str, trainer: dict) -> int:
+    """The epochs of a search trial (spec.trainer.epochs, or under options, or the default)."""
+    for where in (trainer, trainer.get("options") if isinstance(trainer.get("options"), dict)
+                  else {}):
+        if F.is_int(where.get("epochs")) and where["epochs"] >= 1:
+            return where["epochs"]
+    return SEARCH_EPOCHS_DEFAULT.get(space, 5)
+
+
+def default_grid(space: str, epochs: int) -> dict:
+    """The paper's axes for ``space``; the decay epoch at 1/2 and 3/4 of the search's epochs."""
+    grid = copy.deepcopy(_DEFAULT_GRID[space])
+    grid["lrDecayEpoch"] = sorted({max(1, -(-epochs // 2)), max(1, -(-epochs * 3 // 4))})
+    return grid
+
+
+def _grid(value: Any, space: str, where: str) -> dict:
+    axes = _GRID_AXES[space]
+    grid = F.mapping(value, where)
+    F.refuse_unknown(grid, axes, where, what="grid axis")
+    F.require(bool(grid), where, "must name at least one axis (omit it for the default grid)")
+    points = 1
+    for axis, values in grid.items():
+        w = F.child(where, axis)
+        values = F.sequence(values, w, max_items=MAX_GRID_VALUES)
+        F.require(bool(values), w, "must list at least one value")
+        whole, low, high, exclusive = axes[axis]
+        for i, v in enumerate(values):
+            if whole:
+                F.integer(v, F.item(w, i), low, high)
+            else:
+                F.number(v, F.item(w, i), minimum=low, maximum=high, min_exclusive=exclusive)
+        F.require(len(set(values)) == len(values), w, f"values must be distinct, got {values}")
+        grid[axis] = list(values)
+        points *= len(values)
+    F.require(points <= MAX_GRID_POINTS, where,
+              f"{points} grid points; at most {MAX_GRID_POINTS} (drop an axis or some values)")
+    return grid
+
+
+def _sizes(value: Any, space: str, where: str) -> list:
+    sizes = F.sequence(value, where, max_items=MAX_SIZES)
+    for i, v in enumerate(sizes):
+        if space == "rnn_cell":   # hidden sizes
+            F.integer(v, F.item(where, i), 1, 65_536)
+        else:                     # width multipliers of every conv layer's filters
+            F.number(v, F.item(where, i), minimum=0, maximum=16, min_exclusive=True)
+    F.require(len(set(sizes)) == len(sizes), where, f"sizes must be distinct, got {sizes}")
+    return list(sizes)
+
+
+def parse_final(value: Any, space: str, trainer: dict) -> Optional[dict]:
+    """spec.final resolved: {topK, grid, epochs, trainOn, sizes, searchEpochs}; None if absent.
+
+    ``grid`` given replaces the default grid: its axes are exactly the ones searched (the
+    others stay at spec.trainer's values). ``epochs`` (the final schedule) defaults to four
+    times the search's; ``sizes`` (PTB hidden sizes, CNN width multipliers) retrains the chosen
+    setting once per size."""
+    if value is None:
+        return None
+    w = "spec.final"
+    doc = F.mapping(value, w)
+    F.refuse_unknown(doc, _FINAL_KEYS, w)
+    if space not in _GRID_AXES:
+        F.fail(w, f"no final phase for the {space} space (its trials are not trained children "
+                  f"kubenas can retrain; spaces with one: {', '.join(_GRID_AXES)})")
+    epochs = search_epochs(space, trainer)
+    grid = _grid(doc["grid"], space, f"{w}.grid") if "grid" in doc else default_grid(space, epochs)
+    return {"topK": F.integer(doc.get("topK", 1), f"{w}.topK", 1, MAX_TOP_K),
+            "grid": grid,
+            "epochs": F.integer(doc.get("epochs", min(4 * epochs, MAX_FINAL_EPOCHS)),
+                                f"{w}.epochs", 1, MAX_FINAL_EPOCHS),
+            "trainOn": F.choice(doc.get("trainOn", "train+validation"), TRAIN_ON,
+                                f"{w}.trainOn"),
+            "sizes": _sizes(doc.get("sizes"), space, f"{w}.sizes"),
+            "searchEpochs": epochs}
 
 
 def load_experiment(path: str | Path) -> Experiment:

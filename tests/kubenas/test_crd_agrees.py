@@ -156,6 +156,7 @@ def test_crd_bounds_are_the_parsers_bounds(path, schema, is_list):
 
 @pytest.mark.parametrize("path", ["spec.budget.maxTrials", "spec.parallelism",
                                   "spec.workerPools[0].maxInFlight", "spec.workerPools[0].gpusPerTrial",
-                                  "spec.controller.replicas", "spec.search.seed"])
+                                  "spec.controller.replicas", "spec.search.seed",
+                                  "spec.final.topK", "spec.final.epochs"])
 def test_counts_have_upper_bounds(path):
     assert "maximum" in dict(_walk(SPEC, "spec"))[path]
