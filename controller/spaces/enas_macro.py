@@ -85,7 +85,7 @@ class EnasMacroSpace(SearchSpace):
         steps = iter(actions)
         layers = []
         for i in range(self.depth):
-            bits = next(steps) if self.skip_connections else ()
+            bits = next(steps) if self.skip_connections else (0,) * i
             if not isinstance(bits, tuple) or len(bits) != i or any(b not in (0, 1) for b in bits):
                 raise ContractError(f"enas_macro: layer {i + 1}'s anchor needs {i} bits, got {bits!r}")
             op = 0

@@ -54,3 +54,14 @@ def test_contract_refuses_a_skip_to_a_later_layer():
         {"name": "layer_2", "op": "conv3x3", "skips": []}]}
     with pytest.raises(ContractError, match=r"layers\[0\].skips"):
         Architecture.from_dict({"space": "enas_macro", "spec": spec})
+
+
+def test_without_skip_connections_only_ops_are_decided():
+    space = make_space("enas_macro", {"layers": 3, "skipConnections": False,
+                                      "ops": ["conv3x3", "maxpool3x3"]})
+    plan = space.plan()
+    assert [d.key for d in plan] == ["op"] * 3
+    arch = space.decode(plan, [1, 0, 1])
+    assert [(l["op"], l["skips"]) for l in arch.spec["layers"]] == [
+        ("maxpool3x3", []), ("conv3x3", []), ("maxpool3x3", [])]
+    assert space.encode(arch) == (plan, [1, 0, 1])

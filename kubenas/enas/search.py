@@ -1,0 +1,176 @@
+"""The alternating loop of ENAS, checkpointed through the store.
+
+Per epoch: (1) the shared weights, one SGD step per training minibatch, each on a path
+freshly sampled from the policy; (2) the policy, ``controllerSteps`` REINFORCE updates,
+each rewarded with its path's accuracy on the next validation minibatch. At the end,
+``derive`` samples ``deriveSamples`` paths and keeps the best on one validation batch.
+
+The loop stops after ``trainer.epochs`` epochs or when the policy has been rewarded
+``budget.maxTrials`` times. Everything the loop depends on is in the checkpoint
+(``enas/checkpoint.pt``): the supernet, its optimizer, the strategy (policy, its optimizer,
+baseline, generator) and the data position (epoch, phase, step, validation cursor), written
+every ``checkpointEvery`` steps and at every phase boundary. Batches are a function of the
+position, so a resumed run repeats exactly what the lost steps did.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Callable, Mapping, Optional
+
+import torch
+
+from kubenas.controller.strategies.enas import EnasStrategy
+from kubenas.storage import NotFound, ObjectStore
+from kubenas.trainer.config import TrainerConfig, require_image_dataset
+from kubenas.trainer.data import load_dataset
+from kubenas.trainer.enas.networks import build_supernet
+from kubenas.trainer.enas.shared import Batches, cosine_lr, path_accuracy, train_epoch_part
+from kubenas.trainer.train import make_optimizer, resolve_device
+
+CHECKPOINT_KEY = "enas/checkpoint.pt"
+
+
+@dataclass
+class Position:
+    epoch: int = 0
+    phase: str = "shared"     # "shared" | "policy"
+    step: int = 0             # minibatches (shared) or policy updates (policy) done this phase
+    val_batch: int = 0        # validation minibatches used for rewards so far
+
+
+class EnasSearch:
+    def __init__(self, strategy: EnasStrategy, config: TrainerConfig, store: ObjectStore,
+                 max_samples: int, on_step: Optional[Callable[[Position], None]] = None,
+                 cache_dir=None) -> None:
+        require_image_dataset(config)
+        self.strategy, self.config, self.store = strategy, config, store
+        self.max_samples = max_samples
+        self.on_step = on_step or (lambda pos: None)
+        self.loop = strategy.loop_options()
+        self.device = resolve_device(config.device)
+        train, val, info = load_dataset(config.dataset.name, config.dataset.path,
+                                        validation_size=config.validation_size, seed=config.seed,
+                                        store=store, cache_dir=cache_dir)
+        self.train = Batches(train.to(self.device), config.batch_size, config.seed)
+        self.val = Batches(val.to(self.device), config.batch_size, config.seed + 1)
+        torch.manual_seed(config.seed)
+        self.supernet = build_supernet(strategy.space.options(), info.input_shape,
+                                       info.num_classes, info.mean, info.std).to(self.device)
+        self.optimizer = make_optimizer(self.supernet, config)
+        self.pos = Position()
+        self.history: list[dict] = []
+        self.cpu_seconds = 0.0     # this search's process CPU time, across resumes
+        self._cpu_mark = time.process_time()
+        self.resumed = self._load()
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> dict:
+        while self.pos.epoch < self.config.epochs and not self._budget_spent():
+            if self.pos.phase == "shared":
+                self._shared_phase()
+            else:
+                self._policy_phase()
+        return self.derive()
+
+    def _budget_spent(self) -> bool:
+        return self.strategy.num_sampled >= self.max_samples
+
+    def _shared_phase(self) -> None:
+        base = self.config.learning_rate
+        lr = cosine_lr(base, self.pos.epoch, self.config.epochs) \
+            if self.config.lr_schedule == "cosine" else base
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        every = self.loop["checkpointEvery"]
+        while self.pos.step < len(self.train):
+            stop = min(self.pos.step + every, len(self.train))
+            losses = train_epoch_part(self.supernet, self.optimizer, self.train, self.pos.epoch,
+                                      self.pos.step, stop, lambda: self.strategy.sample_child().spec)
+            self.pos.step = stop
+            self._note("shared_loss", sum(losses) / len(losses), len(losses))
+            self._save()
+            self.on_step(self.pos)
+        self.pos.phase, self.pos.step = "policy", 0
+        self._save()
+
+    def _policy_phase(self) -> None:
+        while self.pos.step < self.loop["controllerSteps"] and not self._budget_spent():
+            proposal = self.strategy.ask()
+            images, labels = self.val.batch(*divmod(self.pos.val_batch, len(self.val)))
+            reward = path_accuracy(self.supernet, proposal.architecture.spec, images, labels)
+            self.strategy.tell(proposal.index, reward)
+            self.pos.step += 1
+            self.pos.val_batch += 1
+            self._note("reward", reward)
+            if self.pos.step % self.loop["checkpointEvery"] == 0:
+                self._save()
+            self.on_step(self.pos)
+        self.pos.epoch, self.pos.phase, self.pos.step = self.pos.epoch + 1, "shared", 0
+        self._save()
+
+    def _note(self, key: str, value: float, count: int = 1) -> None:
+        """Per-epoch means for the summary (``value``: the mean of ``count`` steps)."""
+        if not self.history or self.history[-1]["epoch"] != self.pos.epoch:
+            self.history.append({"epoch": self.pos.epoch})
+        row = self.history[-1]
+        n = row.get(f"{key}_n", 0)
+        row[key] = (row.get(key, 0.0) * n + value * count) / (n + count)
+        row[f"{key}_n"] = n + count
+
+    # -- the derived architecture ----------------------------------------------------------
+    def derive(self) -> dict:
+        """Sample ``deriveSamples`` paths; keep the best on one validation batch (the same
+        batch for every candidate, so they are compared on equal terms)."""
+        images, labels = self.val.batch(self.config.epochs, 0)
+        candidates = []
+        for _ in range(self.loop["deriveSamples"]):
+            arch = self.strategy.sample_child()
+            candidates.append((path_accuracy(self.supernet, arch.spec, images, labels), arch))
+        best_acc, best = max(candidates, key=lambda c: c[0])
+        self._tick()
+        return {"architecture": best.to_dict(), "val_batch_accuracy": best_acc,
+                "op_histogram": op_histogram(best.spec),
+                "candidates": [{"val_batch_accuracy": a, "tokens": c.tokens} for a, c in candidates],
+                "epochs": self.pos.epoch, "policy_samples": self.strategy.num_sampled,
+                "policy_version": self.strategy.version, "history": self.history,
+                "cpu_seconds": round(self.cpu_seconds, 1), "device": str(self.device)}
+
+    # -- checkpoint ------------------------------------------------------------------------
+    def _tick(self) -> None:
+        now = time.process_time()
+        self.cpu_seconds += now - self._cpu_mark
+        self._cpu_mark = now
+
+    def _save(self) -> None:
+        self._tick()
+        buf = io.BytesIO()
+        torch.save({"supernet": self.supernet.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "strategy": self.strategy.state_dict(), "position": asdict(self.pos),
+                    "history": self.history, "cpu_seconds": self.cpu_seconds}, buf)
+        self.store.put(CHECKPOINT_KEY, buf.getvalue())
+
+    def _load(self) -> bool:
+        try:
+            data = self.store.get(CHECKPOINT_KEY)
+        except NotFound:
+            return False
+        state = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
+        self.supernet.load_state_dict(state["supernet"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy.load_state_dict(state["strategy"])
+        self.pos = Position(**state["position"])
+        self.history = list(state["history"])
+        self.cpu_seconds = float(state["cpu_seconds"])
+        return True
+
+
+def op_histogram(spec: Mapping) -> dict:
+    """How often each op appears in an architecture, and how many skips it has: the
+    collapse check (ENAS on some spaces ends with every layer parameter-free)."""
+    ops = Counter(layer["op"] for layer in spec["layers"])
+    return {"ops": dict(sorted(ops.items())),
+            "skips": sum(len(layer.get("skips", [])) for layer in spec["layers"])}
