@@ -75,6 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     store_url = exp.storage.get("url") or (workdir / "store").as_uri()
     store = open_store(store_url, endpoint_url=exp.storage.get("endpoint"))
+    if exp.strategy == "enas":  # one process trains the shared weights and the policy
+        return _run_enas(exp, factory, trainer_config, store, workdir)
     parallelism = args.parallelism or exp.parallelism
     executor = ProcessExecutor(exp.name, trainer_config, store, workdir, parallelism=parallelism,
                                warm=False if args.cold_children else None)  # None: the default
@@ -119,6 +121,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"outputs in {workdir}: leaderboard.csv best_architecture.json best_model.pt rewards.png "
           "report.html")
     print(cost_line(loop.summary()["cost"], parallelism, summary["seconds"]))
+    return 0
+
+
+def _run_enas(exp, factory, trainer_config: dict, store, workdir: Path) -> int:
+    from kubenas.enas.local import run_local
+
+    t0 = time.time()
+    try:
+        summary = run_local(exp, factory, trainer_config, store, workdir)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the last checkpoint is saved; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    print(json.dumps({k: summary[k] for k in ("val_batch_accuracy", "op_histogram", "epochs",
+                                               "policy_samples", "cpu_seconds")}, indent=1))
+    print(f"outputs in {workdir}: best_architecture.json enas_summary.json leaderboard.csv")
+    print(f"cost: {summary['cpu_seconds']:.1f} CPU-seconds in one process "
+          f"({summary['device']}), wall {time.time() - t0:.0f} s")
     return 0
 
 

@@ -1,0 +1,51 @@
+"""``kubenas run`` with ``strategy: enas``: the whole search in this process (no children).
+
+Outputs, in the work directory and under ``outputs/`` in the store:
+``best_architecture.json`` (the derived architecture: train it from scratch to use it),
+``enas_summary.json`` (op histogram, derive candidates, per-epoch loss/reward, CPU time) and
+``leaderboard.csv`` (the derive candidates, best first). Run the same command again to
+resume a killed search from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from kubenas.enas.search import EnasSearch
+from kubenas.storage import ObjectStore
+from kubenas.trainer.config import TrainerConfig
+
+
+def run_local(exp, strategy_factory, trainer_config: dict, store: ObjectStore,
+              workdir: Path) -> dict:
+    """Run (or resume) the search and write its outputs; returns the summary."""
+    search = EnasSearch(strategy_factory(), TrainerConfig.from_dict(trainer_config), store,
+                        max_samples=exp.max_trials)
+    if search.resumed:
+        p = search.pos
+        print(f"resuming {exp.name}: epoch {p.epoch}, {p.phase} phase, step {p.step}")
+    summary = search.run()
+    write_outputs(summary, store, workdir)
+    return summary
+
+
+def write_outputs(summary: dict, store: ObjectStore, workdir: Path) -> None:
+    files = {"best_architecture.json": json.dumps(summary["architecture"], indent=1),
+             "enas_summary.json": json.dumps(summary, indent=1),
+             "leaderboard.csv": _leaderboard(summary["candidates"])}
+    for name, text in files.items():
+        (workdir / name).write_text(text)
+        store.put(f"outputs/{name}", text.encode())
+
+
+def _leaderboard(candidates: list[dict]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["rank", "val_batch_accuracy", "tokens"])
+    ranked = sorted(candidates, key=lambda c: -c["val_batch_accuracy"])
+    for rank, c in enumerate(ranked, 1):
+        w.writerow([rank, f"{c['val_batch_accuracy']:.6f}", " ".join(map(str, c["tokens"]))])
+    return out.getvalue()
