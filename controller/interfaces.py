@@ -8,6 +8,7 @@ Implementations: ``kubenas.local.executor.ProcessExecutor`` (children as local p
 from __future__ import annotations
 
 import abc
+import copy
 from dataclasses import dataclass, field
 from typing import Container, Optional
 
@@ -23,6 +24,18 @@ class TrialRequest:
     architecture: Architecture
     pool: Optional[str] = None
     labels: dict = field(default_factory=dict)
+    # Trainer settings of this trial over the experiment's (the final phase's grid points and
+    # retrain); empty for a search trial.
+    trainer: dict = field(default_factory=dict)
+
+    def trainer_config(self, base: dict) -> dict:
+        """The experiment's trainer section with this trial's settings over it; a key the
+        section gives under ``options`` (the language model's way) is set there."""
+        out = copy.deepcopy(dict(base or {}))
+        options = out.get("options") if isinstance(out.get("options"), dict) else {}
+        for key, value in self.trainer.items():
+            (options if key in options else out)[key] = copy.deepcopy(value)
+        return out
 
 
 class TrialRefused(Exception):

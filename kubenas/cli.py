@@ -47,9 +47,57 @@ def check_run(path: str | Path):
     try:
         factory = _strategy_factory(exp)
         trainer_config = validate_trainer_config(exp.trainer, space=exp.space, where="spec.trainer")
+        check_final(exp)
     except ContractError as exc:
         raise ContractError(f"{path}: {exc}") from None
     return exp, factory, trainer_config
+
+
+def check_final(exp) -> None:
+    """spec.final's grid points with the trainer section (each one a trainer config the
+    children will accept), before anything starts."""
+    if exp.final is None:
+        return
+    from kubenas.controller.final import grid_points
+    from kubenas.trainer.config import validate_trainer_config
+
+    if exp.space != "cnn":
+        raise ContractError(f"spec.final: the final retrain is implemented for the cnn space "
+                            f"only, not yet for {exp.space}")
+    for point in grid_points(exp.final["grid"]):
+        validate_trainer_config({**exp.trainer, **point, "epochs": exp.final["epochs"]},
+                                space=exp.space, where=f"spec.final.grid {point}")
+
+
+def _final_phase(exp, executor, results, store, loop, bar) -> dict | None:
+    """The final phase after the search (spec.final): grid, retrain, test once."""
+    if exp.final is None:
+        return None
+    from kubenas.controller.final import FinalPhase
+
+    def on_event(kind: str, info: dict) -> None:
+        if kind == "grid":
+            bar.write(f"final phase: {info['trials']} grid-point trials")
+        elif kind == "retrain":
+            bar.write(f"final phase: retraining {info['chosen']}'s setting "
+                      f"({info['trials']} trial(s)), then the test split, once")
+        elif kind == "result" and info["status"] == "failed":
+            bar.write(f"{info['trial_id']} failed (see {executor.workdir}/trials/"
+                      f"{info['trial_id']}/child.log)")
+
+    phase = FinalPhase(exp, executor, results, store, on_event=on_event,
+                       poll_interval=loop.poll_interval)
+    return phase.run(loop.credited(results.all()), loop.summary()["cost"])
+
+
+def final_line(final: dict) -> str:
+    """'final: test accuracy 0.9630 (297 examples, evaluated once), ...' for kubenas run."""
+    test = final.get("test") or {}
+    if not test:
+        return "final: no retrain succeeded (see final.json)"
+    return (f"final: test accuracy {test['accuracy']:.4f} ({test['examples']} examples, "
+            f"evaluated once) of {final['model']['trial']} with {final['hyperparameters']}; "
+            f"final_model.pt final_model.onnx final.json")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -105,22 +153,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.time()
     loop = SearchLoop(exp, factory, executor, results, store, on_event=on_event)
     best["reward"] = loop.summary()["bestReward"]  # resumed: the best so far
+    from kubenas.controller.final import FinalPhaseFailed
+
     try:
         loop.run()
+        final = _final_phase(exp, executor, results, store, loop, bar)
     except KeyboardInterrupt:
         bar.close()
         executor.close()
         print("\ninterrupted: state is saved; run the same command again to resume", file=sys.stderr)
         return 130
+    except FinalPhaseFailed as exc:
+        bar.close()
+        return _err(str(exc))
     finally:
         executor.close()
     bar.close()
-    summary = write_outputs(loop.credited(results.all()), store, workdir)
+    summary = write_outputs(loop.credited(results.all()), store, workdir, final=final)
     summary["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(summary, indent=1))
     print(f"outputs in {workdir}: leaderboard.csv best_architecture.json best_model.pt rewards.png "
           "report.html")
     print(cost_line(loop.summary()["cost"], parallelism, summary["seconds"]))
+    if final is not None:
+        print(f"final phase {cost_line(final['cost']['final'], parallelism, final['phaseSeconds'])}")
+        print(final_line(final))
     return 0
 
 

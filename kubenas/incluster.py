@@ -34,12 +34,13 @@ def _condition(type_: str, status: str, reason: str, message: str) -> dict:
     return {"type": type_, "status": status, "reason": reason, "message": message[:1000]}
 
 
-def publish_outputs(store, results) -> dict:
-    """leaderboard.csv, best_architecture.json, best_model.pt, rewards.png under outputs/."""
+def publish_outputs(store, results, final=None) -> dict:
+    """leaderboard.csv, best_architecture.json, best_model.pt, rewards.png (and with a final
+    phase final.json, final_model.pt, final_model.onnx) under outputs/."""
     from kubenas.local.report import write_outputs
 
     with tempfile.TemporaryDirectory() as tmp:
-        summary = write_outputs(results, store, Path(tmp))
+        summary = write_outputs(results, store, Path(tmp), final=final)
         for f in sorted(Path(tmp).iterdir()):
             store.put(f"outputs/{f.name}", f.read_bytes())
     return summary

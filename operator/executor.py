@@ -184,7 +184,7 @@ class KubernetesExecutor(Executor):
                          "ownerReferences": [owner_reference(self.experiment_obj)]},
             "spec": {"experiment": self.experiment_name, "pool": pool,
                      "architecture": arch.to_dict(),
-                     "trainer": copy.deepcopy(dict(self.experiment.trainer))},
+                     "trainer": request.trainer_config(self.experiment.trainer)},
         }
 
     def submit(self, request: TrialRequest) -> None:

@@ -44,6 +44,7 @@ from kubenas.trainer.config import TrainerConfig, require_image_dataset
 from kubenas.trainer.cost import attempt_seconds, measure_cost
 from kubenas.trainer.data import load_dataset
 from kubenas.trainer.data.augment import BatchAugment, to_float
+from kubenas.trainer.data.base import ImageSplit, channel_stats
 from kubenas.trainer.errors import ChildFailure, UnsupportedSpace
 from kubenas.trainer.reward import compute_reward
 from kubenas.trainer.train import TrainOutcome, fit, resolve_device
@@ -51,6 +52,9 @@ from kubenas.trainer.train import TrainOutcome, fit, resolve_device
 log = logging.getLogger("kubenas.trainer")
 
 WRITE_RETRY_ENV = "KUBENAS_WRITE_RETRY_SECONDS"
+# The trainer key the final phase's retrain carries ({trainOn}): train, then evaluate on the
+# test split once (kubenas.trainer.final). spec.trainer refuses it (an unknown field).
+FINAL_RUN_KEY = "finalRun"
 DEFAULT_WRITE_RETRY_SECONDS = 1800.0
 
 
@@ -75,16 +79,29 @@ def _seconds_between(a: str, b: str) -> float:
 
 def train_cnn(architecture: Architecture, config: TrainerConfig, *,
               resume: Optional[dict] = None, on_epoch: Optional[Callable[[dict], None]] = None,
-              cache_dir=None, store: Optional[ObjectStore] = None) -> TrainOutcome:
-    """Build the CNN child for the configured image dataset, train it, return the outcome."""
+              cache_dir=None, store: Optional[ObjectStore] = None,
+              merge_validation: bool = False,
+              after_fit: Optional[Callable[..., dict]] = None) -> TrainOutcome:
+    """Build the CNN child for the configured image dataset, train it, return the outcome.
+
+    ``merge_validation`` (the final run's trainOn: train+validation): train on both splits
+    (the validation metrics are then of data trained on). ``after_fit(model, example)``:
+    more ``extra`` for the record (the final run's test evaluation and ONNX export)."""
     require_image_dataset(config)
     device = resolve_device(config.device)
     train, val, info = load_dataset(config.dataset.name, config.dataset.path,
                                     validation_size=config.validation_size, seed=config.seed,
                                     store=store, cache_dir=cache_dir)
+    if merge_validation:
+        train = ImageSplit(torch.cat([train.images, val.images]),
+                           torch.cat([train.labels, val.labels]))
+        info = dataclasses.replace(info, train_size=len(train))
+        info.mean, info.std = channel_stats(train.images)
     torch.manual_seed(config.seed)
     model = cnn_builder.build_cnn(architecture, info.input_shape, info.num_classes, info.mean,
-                                  info.std, max_parameters=config.max_parameters)
+                                  info.std, max_parameters=config.max_parameters,
+                                  bn_epsilon=config.bn_epsilon,
+                                  width_multiplier=config.width_multiplier)
     params = sum(p.numel() for p in model.parameters())
     crop = config.crop_padding if config.crop_padding is not None else info.crop_padding
     flip = config.horizontal_flip if config.horizontal_flip is not None else info.horizontal_flip
@@ -100,8 +117,11 @@ def train_cnn(architecture: Architecture, config: TrainerConfig, *,
              "input_shape": list(info.input_shape),
              "augment": {"crop_padding": augment.crop_padding,
                          "horizontal_flip": augment.horizontal_flip}}
+    example = to_float(val.images[:2])
+    if after_fit is not None:
+        extra.update(after_fit(model, example))
     return TrainOutcome(metrics=metrics, reward=reward, extra=extra, model=model,
-                        example_input=to_float(val.images[:2]))
+                        example_input=example)
 
 
 # -- the child ----------------------------------------------------------------------------
@@ -200,6 +220,12 @@ def train_child(trial_id: str, experiment: str,
     # buildable (§3.4's rules); ArchitectureError below stays as the builder's safety net.
     architecture = Architecture.from_dict(
         architecture.to_dict() if isinstance(architecture, Architecture) else architecture)
+    if isinstance(trainer_config, Mapping) and FINAL_RUN_KEY in trainer_config:
+        from kubenas.trainer.final import train_final_child
+
+        rest = {k: v for k, v in trainer_config.items() if k != FINAL_RUN_KEY}
+        return train_final_child(trial_id, experiment, architecture, rest,
+                                 trainer_config[FINAL_RUN_KEY], store, cache_dir)
     if architecture.space == "rnn_cell":
         try:
             from kubenas.trainer.lm import train_language_model

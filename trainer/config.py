@@ -23,6 +23,9 @@
       numThreads: null                      # torch CPU threads; null: torch's default
       saveModel: true                       # store models/<trial>.pt (TorchScript): best_model.pt
       options: {}                           # free-form, for a space's own trainer (e.g. the LM)
+      bnEpsilon: 0.00001                    # batch norm epsilon
+      lrDecayEpoch: null                    # lr x0.1 from this epoch on (on top of lrSchedule)
+      widthMultiplier: 1.0                  # every conv layer's filters x this (spec.final.sizes)
 
 ``TrainerConfig.from_dict(d, where="trainer")`` raises ``ContractError`` naming the field,
 e.g. ``trainer.epochs: must be a positive integer, got 0``. Unknown keys are errors too
@@ -64,6 +67,9 @@ _FIELDS = {
     "numThreads": "num_threads",
     "saveModel": "save_model",
     "options": "options",
+    "bnEpsilon": "bn_epsilon",
+    "lrDecayEpoch": "lr_decay_epoch",
+    "widthMultiplier": "width_multiplier",
 }
 
 
@@ -151,6 +157,9 @@ class TrainerConfig:
     num_threads: Optional[int] = None
     save_model: bool = True
     options: dict = field(default_factory=dict)
+    bn_epsilon: float = 1e-5                  # batch norm's epsilon (a final-phase grid axis)
+    lr_decay_epoch: Optional[int] = None      # lr x0.1 from this (0-based) epoch on, on top of lrSchedule
+    width_multiplier: float = 1.0             # every conv layer's filters x this (final sizes)
 
     # -- parsing -------------------------------------------------------------------------
     @classmethod
@@ -208,6 +217,9 @@ _CHECKS = {
     "numThreads": _optional(_count(MAX_THREADS)),
     "saveModel": F.boolean,
     "options": _options,
+    "bnEpsilon": lambda v, w: F.number(v, w, minimum=0, maximum=1, min_exclusive=True),
+    "lrDecayEpoch": _optional(_count(MAX_EPOCHS)),
+    "widthMultiplier": lambda v, w: F.number(v, w, minimum=0, maximum=16, min_exclusive=True),
 }
 assert set(_CHECKS) == set(_FIELDS)
 

@@ -55,5 +55,19 @@ def torchscript_bytes(model: nn.Module, example_input: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["export_torchscript", "to_torchscript", "torchscript_bytes"]
+__all__ = ["export_torchscript", "onnx_bytes", "to_torchscript", "torchscript_bytes"]
 
+
+
+def onnx_bytes(model: nn.Module, example_input: torch.Tensor) -> bytes:
+    """``model`` as ONNX (torch.onnx, the TorchScript-based exporter; input ``images``,
+    output ``logits``, a dynamic batch dimension)."""
+    eager = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(eager, (example_input.detach().cpu(),), buf, input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "batch"},
+                                                                 "logits": {0: "batch"}},
+                          dynamo=False)
+    return buf.getvalue()

@@ -63,6 +63,8 @@ def make_optimizer(model: nn.Module, config: TrainerConfig) -> torch.optim.SGD:
 def lr_at(config: TrainerConfig, step: int, total_steps: int, epoch: int) -> float:
     """Learning rate of global ``step`` (0-based) in 0-based ``epoch``."""
     base = config.learning_rate
+    if config.lr_decay_epoch is not None and epoch >= config.lr_decay_epoch:
+        base *= 0.1
     if config.lr_schedule == "cosine":
         return base * 0.5 * (1.0 + math.cos(math.pi * step / max(total_steps, 1)))
     if config.lr_schedule == "step":

@@ -119,7 +119,8 @@ class ProcessExecutor(Executor):
             return
         d = self._trial_dir(tid)
         (d / "architecture.json").write_text(request.architecture.to_json(indent=1))
-        (d / "trainer.json").write_text(json.dumps(self.trainer_config, indent=1))
+        (d / "trainer.json").write_text(json.dumps(request.trainer_config(self.trainer_config),
+                                                   indent=1))
         argv = self._child_argv(tid, d)
         log_path = d / "child.log"
         started = time.monotonic()

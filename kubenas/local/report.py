@@ -1,5 +1,5 @@
 """The run's outputs: leaderboard.csv, best_architecture.json, best_model.pt, rewards.png,
-report.html."""
+report.html; with a final phase final.json, final_model.pt and final_model.onnx."""
 
 from __future__ import annotations
 
@@ -107,9 +107,34 @@ def write_html_report(results: list[ResultRecord], store: ObjectStore, path: Pat
         log.exception("%s: report not written", path)
 
 
-def write_outputs(results: list[ResultRecord], store: ObjectStore, outdir: Path) -> dict:
-    """Write every output file; returns a summary for the CLI to print."""
+FINAL_FILES = {"final_model.pt": "modelKey", "final_model.onnx": "onnxKey"}
+
+
+def write_final_outputs(final: dict, store: ObjectStore, outdir: Path) -> list[str]:
+    """final.json, final_model.pt (TorchScript) and final_model.onnx of the final phase
+    (``kubenas.controller.final``); returns the names written."""
     outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "final.json").write_text(json.dumps(final, indent=1))
+    written = ["final.json"]
+    model = final.get("model") or {}
+    for name, field in FINAL_FILES.items():
+        if not model.get(field):
+            continue
+        try:
+            (outdir / name).write_bytes(store.get(model[field]))
+            written.append(name)
+        except NotFound:
+            log.warning("%s: %s not in the store", name, model[field])
+    return written
+
+
+def write_outputs(results: list[ResultRecord], store: ObjectStore, outdir: Path,
+                  final: Optional[dict] = None) -> dict:
+    """Write every output file (with ``final``, the final phase's too); returns a summary
+    for the CLI to print."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    if final is not None:
+        write_final_outputs(final, store, outdir)
     write_leaderboard(results, outdir / "leaderboard.csv")
     write_reward_plot(results, outdir / "rewards.png")
     write_html_report(results, store, outdir / "report.html")

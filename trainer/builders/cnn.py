@@ -131,7 +131,8 @@ def _same_pad(x: Tensor, kh: int, kw: int, sh: int, sw: int, value: float) -> Te
 class CnnLayer(nn.Module):
     """One layer: gathers its inputs from the list of earlier outputs, then conv/pool."""
 
-    def __init__(self, layer: dict, inputs: List[int], in_channels: int) -> None:
+    def __init__(self, layer: dict, inputs: List[int], in_channels: int,
+                 bn_epsilon: float = 1e-5) -> None:
         super().__init__()
         self.name = str(layer["name"])
         self.kind = str(layer.get("type", "conv"))
@@ -148,7 +149,7 @@ class CnnLayer(nn.Module):
             cout = int(layer["num_filters"])
             self.op = nn.Sequential(
                 nn.Conv2d(in_channels, cout, (kh, kw), (sh, sw), pad, bias=False),
-                nn.BatchNorm2d(cout),
+                nn.BatchNorm2d(cout, eps=bn_epsilon),
                 nn.ReLU(inplace=True),
             )
         elif self.kind == "maxpool":
@@ -173,14 +174,14 @@ class CnnChild(nn.Module):
     """The child network. ``forward(images)`` takes float NCHW images in [0, 1]."""
 
     def __init__(self, plan: CnnPlan, layers: list, num_classes: int,
-                 mean: Sequence[float], std: Sequence[float]) -> None:
+                 mean: Sequence[float], std: Sequence[float], bn_epsilon: float = 1e-5) -> None:
         super().__init__()
         c = plan.in_shape[0]
         self.register_buffer("mean", torch.tensor([float(m) for m in mean]).view(1, c, 1, 1))
         self.register_buffer("inv_std", 1.0 / torch.tensor([float(s) for s in std]).view(1, c, 1, 1))
         in_ch = [plan.in_shape[0]] + [s.channels for s in plan.shapes]
         self.layers = nn.ModuleList(
-            CnnLayer(layer, src, sum(in_ch[i] for i in src))
+            CnnLayer(layer, src, sum(in_ch[i] for i in src), bn_epsilon)
             for layer, src in zip(layers, plan.inputs))
         self.outputs: List[int] = list(plan.outputs)
         self.classifier = nn.Linear(sum(in_ch[i] for i in plan.outputs), num_classes)
@@ -210,13 +211,17 @@ def count_parameters(model: nn.Module) -> int:
 
 def build_cnn(architecture: Architecture | dict, input_shape: Sequence[int], num_classes: int,
               mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-              max_parameters: Optional[int] = None) -> CnnChild:
+              max_parameters: Optional[int] = None, bn_epsilon: float = 1e-5,
+              width_multiplier: float = 1.0) -> CnnChild:
     """Build the child network for images of ``input_shape`` = (C, H, W).
 
     ``architecture``: an ``Architecture`` of space "cnn" or its ``spec`` mapping.
     ``mean``/``std``: per-channel normalisation baked into the model (default 0 / 1).
     Raises ``ArchitectureError`` (unbuildable) or ``TooLarge`` (more than
-    ``max_parameters``, checked before any weight is allocated)."""
+    ``max_parameters``, checked before any weight is allocated). ``width_multiplier``
+    scales every conv layer's filters (rounded, at least 1)."""
+    if width_multiplier != 1.0:
+        architecture = widened(architecture, width_multiplier)
     plan = plan_cnn(architecture, input_shape, num_classes)
     if max_parameters is not None and plan.parameters > max_parameters:
         raise TooLarge(f"{plan.parameters:,} parameters exceed maxParameters "
@@ -225,12 +230,21 @@ def build_cnn(architecture: Architecture | dict, input_shape: Sequence[int], num
     c = plan.in_shape[0]
     model = CnnChild(plan, list(spec["layers"]), num_classes,
                      mean if mean is not None else [0.0] * c,
-                     std if std is not None else [1.0] * c)
+                     std if std is not None else [1.0] * c, bn_epsilon)
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     assert count_parameters(model) == plan.parameters, "plan_cnn's count is out of date"
     return model
+
+
+def widened(architecture: Architecture | dict, multiplier: float) -> dict:
+    """The architecture's spec with every conv layer's ``num_filters`` times ``multiplier``."""
+    spec = architecture.spec if isinstance(architecture, Architecture) else architecture
+    layers = [dict(layer, num_filters=max(1, int(round(layer["num_filters"] * multiplier))))
+              if layer.get("type", "conv") == "conv" else dict(layer)
+              for layer in spec["layers"]]
+    return {**spec, "layers": layers}
 
 
 def describe(plan: CnnPlan) -> str:
