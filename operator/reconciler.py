@@ -490,12 +490,12 @@ class Reconciler:
         conds = list(old.get("conditions") or [])
         accepted = True
         try:
-            parse_experiment_object(exp_obj, self.settings)
+            new["storageUrl"] = parse_experiment_object(exp_obj, self.settings).storage["url"]
             conds = set_condition(conds, COND_ACCEPTED, "True", "Accepted",
                                   "worker pools and storage are usable; Trials get Jobs")
         except ContractError as exc:
             accepted = False
-            # NotAllowed carries its own reason (ImageNotAllowed, SecretNotAllowed)
+            # NotAllowed carries its own reason (Image-, Secret-, StorageNotAllowed)
             conds = set_condition(conds, COND_ACCEPTED, "False",
                                   getattr(exc, "reason", "InvalidSpec"), str(exc))
         new["conditions"] = conds

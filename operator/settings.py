@@ -41,6 +41,7 @@ _ENV = {
     "KUBENAS_STORAGE_SECRETS": ("storage_secrets", "dict"),
     "KUBENAS_ALLOWED_IMAGES": ("allowed_images", "list"),
     "KUBENAS_ALLOWED_SECRETS": ("allowed_secrets", "list"),
+    "KUBENAS_ALLOWED_STORAGE": ("allowed_storage", "list"),
     "KUBENAS_S3_ENDPOINT": ("s3_endpoint", "str"),
     "AWS_DEFAULT_REGION": ("region", "str"),
     "KUBENAS_LOG_LEVEL": ("log_level", "str"),
@@ -114,6 +115,10 @@ class Settings:
     # (an operator started without the variables: tests, development) checks nothing.
     allowed_images: Optional[list] = None
     allowed_secrets: Optional[list] = None
+    # Where an explicit spec.storage.url may point (chart experiments.allowedStorage): a list
+    # of s3:// prefixes, ``{namespace}`` standing for the Experiment's, besides the
+    # namespace's own part of the default URL; None checks nothing.
+    allowed_storage: Optional[list] = None
     log_level: Optional[str] = None
     # trial Jobs: ttlSecondsAfterFinished where the Experiment's jobSettings sets none, and
     # how long a trial pod may stay unschedulable before its trial counts as failed
@@ -159,6 +164,18 @@ class Settings:
         listed ones, never the chart's shared Secret."""
         return _policy(self.allowed_secrets, self.storage_secret_for(namespace),
                        "KUBENAS_ALLOWED_SECRETS")
+
+    def storage_policy(self, namespace: Optional[str] = None) -> Optional[list]:
+        """The s3:// prefixes (each ending in ``/``) an explicit ``spec.storage.url`` in
+        ``namespace`` must lie under; None: no policy. Always the namespace's own part of the
+        default URL (``<default>/<namespace>/``), so no team reaches another's state."""
+        own = (f"{self.default_storage_url.rstrip('/')}/{namespace or 'default'}"
+               if self.default_storage_url else None)
+        listed = None if self.allowed_storage is None else [
+            p.replace("{namespace}", namespace or "default") if isinstance(p, str) else p
+            for p in self.allowed_storage]
+        allowed = _policy(listed, own, "KUBENAS_ALLOWED_STORAGE")
+        return None if allowed is None else [p.rstrip("/") + "/" for p in allowed]
 
     def with_(self, **kw) -> "Settings":
         return replace(self, **kw)

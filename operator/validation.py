@@ -6,7 +6,8 @@ The Experiment's spec goes through ``kubenas.experiment.parse_experiment`` (the 
 least one worker pool and an ``s3://`` store. A Trial must name one of its Experiment's
 pools and carry a valid architecture description. With the chart's policy in ``settings``
 (``experiments.allowedImages`` / ``allowedSecrets``), ``spec.image`` and the effective
-``spec.storage.secretName`` must be the admin's choice (``NotAllowed``).
+``spec.storage.secretName`` must be the admin's choice (``NotAllowed``), and an explicit ``spec.storage.url`` must lie under the namespace's
+own prefix or one the admin allows (``experiments.allowedStorage``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 from fnmatch import fnmatchcase
 from typing import Any, Mapping, Optional
 
-from kubenas.contracts import Architecture, ContractError
+from kubenas.contracts import Architecture, ContractError, names
 from kubenas.experiment import API_VERSION as EXP_API_VERSION
 from kubenas.experiment import KIND as EXP_KIND
 from kubenas.experiment import Experiment, WorkerPool, parse_experiment
@@ -59,8 +60,9 @@ def state_owner(obj: Mapping[str, Any]) -> dict:
 
 def check_policy(spec: Mapping[str, Any], exp: Experiment, settings: Settings,
                  namespace: Optional[str] = None) -> None:
-    """Whoever may create an Experiment must not pick the code that runs or the credentials
-    it holds: the image and the Secret are the admin's (raise NotAllowed)."""
+    """Whoever may create an Experiment must not pick the code that runs, the credentials
+    it holds or whose state it writes: the image, the Secret and the storage prefix are the
+    admin's (raise NotAllowed)."""
     image, images = spec.get("image"), settings.image_policy()
     if image is not None and images is not None \
             and not any(fnmatchcase(image, pattern) for pattern in images):
@@ -71,6 +73,24 @@ def check_policy(spec: Mapping[str, Any], exp: Experiment, settings: Settings,
         raise NotAllowed("SecretNotAllowed", f"spec.storage.secretName: {secret!r} is not an "
                          f"allowed Secret (allowed: {', '.join(secrets) or 'none'}; the "
                          "chart's experiments.allowedSecrets)")
+    check_storage_url((spec.get("storage") or {}).get("url"), settings, namespace)
+
+
+def check_storage_url(url: Any, settings: Settings, namespace: Optional[str]) -> None:
+    """An explicit ``spec.storage.url`` lies under an allowed prefix, compared by whole path
+    segments (``team-a`` never matches ``team-ab``); ``.``/``..`` segments are refused since
+    some S3 servers normalise them (raise NotAllowed)."""
+    prefixes = settings.storage_policy(namespace)
+    if url is None or prefixes is None:
+        return
+    segments = url[len("s3://"):].split("/") if isinstance(url, str) else []
+    inside = not {".", ".."} & set(segments) and any(
+        (url.rstrip("/") + "/").startswith(p) for p in prefixes)
+    if not inside:
+        raise NotAllowed("StorageNotAllowed", f"spec.storage.url: {url!r} is outside this "
+                         f"namespace's storage (allowed: under {', '.join(prefixes)}; omit "
+                         "spec.storage.url for the Experiment's own prefix, or see the "
+                         "chart's experiments.allowedStorage)")
 
 
 def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings] = None) -> Experiment:
@@ -86,6 +106,10 @@ def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings]
     if not exp.worker_pools:
         raise ContractError("spec.workerPools: at least one worker pool is needed in a cluster "
                             "(the operator has no default pools either)")
+    if exp.strategy in names.LOCAL_ONLY_STRATEGIES:
+        raise ContractError(f"spec.search.strategy: {exp.strategy!r} runs with `kubenas run` "
+                            "only for now (one process trains the shared weights and the "
+                            "policy); its cluster path, one Job per Experiment, is not built")
     url = exp.storage.get("url")
     if not isinstance(url, str) or not url.startswith("s3://") or len(url) <= len("s3://"):
         raise ContractError(

@@ -9,6 +9,9 @@ SPACES = ("cnn", "rnn_cell", "nasbench201", "enas_macro")
 # enas: one process trains a shared-weight supernet and the policy in turn (kubenas.enas),
 # not one child per trial.
 STRATEGIES = ("reinforce", "random", "evolution", "enas")
+# Strategies with no cluster path yet (an ``enas`` Experiment as one Job is not built): the
+# operator refuses them with a condition instead of running them as per-child searches.
+LOCAL_ONLY_STRATEGIES = ("enas",)
 DATASETS = ("digits", "fashion_mnist", "cifar10", "ptb")
 
 # What an experiment gets when ``spec.search`` names none (the CRD's ``default:`` too).

@@ -31,6 +31,7 @@ OPERATOR_ENV = [
     "KUBENAS_POD_SECURITY_CONTEXT", "KUBENAS_CONTAINER_SECURITY_CONTEXT",
     "KUBENAS_DEFAULT_WORKER_POOLS", "KUBENAS_DEFAULT_STORAGE_URL", "KUBENAS_STORAGE_SECRET",
     "KUBENAS_STORAGE_SECRETS", "KUBENAS_ALLOWED_IMAGES", "KUBENAS_ALLOWED_SECRETS",
+    "KUBENAS_ALLOWED_STORAGE",
     "KUBENAS_JOB_TTL_SECONDS", "KUBENAS_UNSCHEDULABLE_DEADLINE_SECONDS",
     "KUBENAS_S3_ENDPOINT", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
 ]
@@ -186,6 +187,21 @@ def test_each_namespace_s3_secret_reaches_the_operator_as_one_mapping(helm):
     assert json.loads(helm.env_of(plain)["KUBENAS_STORAGE_SECRETS"]) == {}
     assert "storageSecrets" in helm.template_fails(
         {"experiments": {"storageSecrets": {"team-a": "Not_A_Secret"}}})
+
+
+def test_by_default_an_experiment_may_store_only_under_its_namespaces_prefix(helm):
+    from kubenas.operator.settings import Settings
+
+    def policy(values, namespace):
+        env = helm.env_of(_operator(helm.template(values, namespace="nas"), helm)[2])
+        return Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)}) \
+            .storage_policy(namespace)
+
+    assert policy({}, "team-a") == ["s3://kubenas/experiments/team-a/"]
+    listed = {"experiments": {"allowedStorage": ["s3://archive/{namespace}"]}}
+    assert policy(listed, "team-a") == ["s3://kubenas/experiments/team-a/", "s3://archive/team-a/"]
+    assert "allowedStorage" in helm.template_fails(
+        {"experiments": {"allowedStorage": ["/not/an/s3/url"]}})
 
 
 def test_env_contract_is_documented():

@@ -26,8 +26,20 @@ def test_example_uses_two_labelled_pools_and_s3_with_a_secret():
     exp = load_experiment(EXAMPLE)
     assert [(p.name, p.node_selector) for p in exp.worker_pools] == [
         ("pool-a", {"kubenas.dev/pool": "pool-a"}), ("pool-b", {"kubenas.dev/pool": "pool-b"})]
-    assert exp.storage["url"] == f"s3://kubenas/experiments/{exp.name}"
+    assert "url" not in exp.storage, "the chart's default gives it its own prefix"
     assert exp.storage["secretName"] == "kubenas-s3"
     doc = yaml.safe_load(EXAMPLE.read_text())
     assert doc["apiVersion"] == "kubenas.dev/v1" and doc["kind"] == "Experiment"
     assert "namespace" not in doc["metadata"], "kubectl -n NS apply places it"
+
+
+def test_example_in_a_cluster_stores_under_its_own_prefix():
+    from kubenas.operator.settings import Settings
+    from kubenas.operator.validation import parse_experiment_object
+
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["metadata"].update(namespace="kubenas", uid="0a1b2c3d-0000-4000-8000-000000000001")
+    chart = Settings(default_storage_url="s3://kubenas/experiments", allowed_storage=[])
+    exp = parse_experiment_object(doc, chart)
+    assert exp.storage["url"] == (
+        "s3://kubenas/experiments/kubenas/digits-demo/0a1b2c3d-0000-4000-8000-000000000001")

@@ -15,8 +15,9 @@ ServiceAccount token the kubelet mounts. So the operator, the per-Experiment con
 the trials really act as their own ServiceAccounts, and a missing or excessive permission
 shows up here.
 
-The example is applied as it is: its storage URL is s3://kubenas/experiments/digits-demo
-and the dev S3 server's endpoint comes from the chart's ``storage.endpoint``, which the
+The example is applied as it is: it names no storage URL, so it stores under its own
+prefix s3://kubenas/experiments/<namespace>/digits-demo/<uid> (``status.storageUrl``), and
+the dev S3 server's endpoint comes from the chart's ``storage.endpoint``, which the
 operator hands to every Experiment that sets none. Metrics are on, as by default.
 
 One install and one search serve the module's tests (the search is the expensive part);
@@ -74,7 +75,7 @@ class Run:
     ns: str                               # the release's namespace, where the Experiment runs
     other: str                            # a namespace the release has nothing to do with
     name: str                             # the example's Experiment
-    prefix: str                           # its storage prefix in the bucket
+    prefix: str                           # its storage prefix in the bucket (from its status)
     experiment: dict = field(default_factory=dict)   # as it was when it finished
     pods: dict = field(default_factory=dict)         # every pod seen in ns, by name
     seen_logs: dict = field(default_factory=dict)    # component -> longest log seen
@@ -131,14 +132,13 @@ class Run:
 def run(dev_cluster, helm_bin, tmp_path_factory):
     example = yaml.safe_load(EXAMPLE.read_text())
     name = example["metadata"]["name"]
-    url = example["spec"]["storage"]["url"]
     s3 = dev_cluster.s3
-    assert url == f"s3://{s3.bucket}/experiments/{name}", \
-        "the example's storage URL must name the dev cluster's bucket to apply unchanged"
+    assert "url" not in example["spec"]["storage"], "the chart gives it its own prefix"
     assert "endpoint" not in example["spec"]["storage"], "the chart supplies the endpoint"
     r = Run(dev_cluster, Helm(helm_bin, tmp_path_factory.mktemp("helm")),
-            ns=dev_cluster.create_namespace("e2e"), other="", name=name,
-            prefix=url.split("/", 3)[3] + "/")
+            ns=dev_cluster.create_namespace("e2e"), other="", name=name, prefix="")
+    # Until its UID is known: every earlier Experiment of this name in this namespace.
+    r.prefix = f"experiments/{r.ns}/{name}/"
     try:
         r.other = dev_cluster.create_namespace("e2e-other")
         # A reused dev cluster may hold an earlier run's state, which the controller would resume.
@@ -173,6 +173,9 @@ def run(dev_cluster, helm_bin, tmp_path_factory):
 
         r.experiment = _wait(f"Experiment {name} to finish", finished, SEARCH_TIMEOUT,
                              diagnose=r.diagnose)
+        uid = r.experiment["metadata"]["uid"]
+        assert r.experiment["status"]["storageUrl"] == f"s3://{s3.bucket}/{r.prefix}{uid}"
+        r.prefix += f"{uid}/"
         yield r
     finally:
         if not r.uninstalled:
@@ -415,6 +418,32 @@ def _token_secrets(run) -> list:
     return sorted(s["metadata"]["name"] for s in items["items"]
                   if s["metadata"]["annotations"]["kubernetes.io/service-account.name"]
                   in (OPERATOR_SA, CONTROLLER_SA, TRIAL_SA))
+
+
+def test_an_experiment_naming_another_namespaces_storage_is_refused(run):
+    """A user of this namespace cannot point an Experiment at another team's state: the
+    operator refuses it (StorageNotAllowed) and nothing runs for it."""
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["metadata"]["name"] = "trespass"
+    doc["spec"]["storage"]["url"] = f"s3://{run.cluster.s3.bucket}/experiments/{run.other}/x"
+    run.kubectl("-n", run.ns, "apply", "-f", "-", input=yaml.safe_dump(doc))
+    try:
+        def refused():
+            exp = run.get_json("experiment", "trespass")
+            conds = (exp.get("status") or {}).get("conditions") or []
+            return next((c for c in conds if c["type"] == "Accepted" and c["status"] == "False"), None)
+
+        cond = _wait("trespass Accepted=False", refused, 60, diagnose=run.diagnose)
+        assert cond["reason"] == "StorageNotAllowed"
+        assert cond["message"].startswith(
+            f"spec.storage.url: 's3://{run.cluster.s3.bucket}/experiments/{run.other}/x' is "
+            f"outside this namespace's storage (allowed: under "
+            f"s3://{run.cluster.s3.bucket}/experiments/{run.ns}/;"), cond
+        made = run.kubectl("get", "trials,jobs,deployments", "-n", run.ns, "-l",
+                           "kubenas.dev/experiment=trespass", "-o", "name").stdout
+        assert made.strip() == ""
+    finally:
+        run.kubectl("-n", run.ns, "delete", "experiment", "trespass", "--wait=true")
 
 
 def test_delete_experiment_cascades_and_uninstall_removes_what_the_chart_made(run):

@@ -99,3 +99,72 @@ def test_an_image_or_secret_the_admin_did_not_allow_is_refused_with_its_reason(s
 def test_without_a_policy_an_operator_checks_nothing():
     """An operator started without the chart's variables (tests, development)."""
     parse_experiment_object(experiment(image="anything:1"), Settings())
+
+
+# An Experiment in namespace team-a writes only under the chart's prefix for team-a, or
+# where the admin allows (experiments.allowedStorage, {namespace} standing for its own).
+STORAGE = Settings.from_env({"KUBENAS_DEFAULT_STORAGE_URL": "s3://kubenas/experiments",
+                             "KUBENAS_ALLOWED_STORAGE": '["s3://archive/{namespace}", "s3://scratch/"]'})
+
+
+def _in(namespace: str, url: str) -> dict:
+    exp = experiment(storage={"url": url})
+    exp["metadata"].update(namespace=namespace, uid="0a1b2c3d-0000-4000-8000-000000000001")
+    return exp
+
+
+def test_the_storage_policy_is_the_namespaces_own_prefix_plus_the_charts_list():
+    assert STORAGE.storage_policy("team-a") == [
+        "s3://kubenas/experiments/team-a/", "s3://archive/team-a/", "s3://scratch/"]
+    bare = Settings.from_env({"KUBENAS_DEFAULT_STORAGE_URL": "s3://kubenas/experiments/",
+                              "KUBENAS_ALLOWED_STORAGE": "[]"})
+    assert bare.storage_policy("team-b") == ["s3://kubenas/experiments/team-b/"]
+    assert Settings(default_storage_url="s3://kubenas/x").storage_policy("a") is None
+
+
+@pytest.mark.parametrize("url", [
+    "s3://kubenas/experiments/team-a/mine",
+    "s3://kubenas/experiments/team-a/deep/er/still",
+    "s3://kubenas/experiments/team-a",                   # the namespace's whole prefix
+    "s3://archive/team-a/2026/run-1",
+    "s3://scratch/anyone",
+])
+def test_an_explicit_storage_url_under_an_allowed_prefix_is_accepted(url):
+    exp = parse_experiment_object(_in("team-a", url), STORAGE)
+    assert exp.storage["url"] == url
+
+
+@pytest.mark.parametrize("url", [
+    "s3://kubenas/experiments/team-b/quickstart",        # another team's state
+    "s3://kubenas/experiments/team-ab/x",                # a prefix by characters, not by segment
+    "s3://kubenas/experiments",                          # every team's state
+    "s3://kubenas/experiments/team-a/../team-b/x",       # a server may normalise '..'
+    "s3://kubenas/experiments/team-a/./x",
+    "s3://archive/team-b/x",
+    "s3://other-bucket/team-a",
+])
+def test_an_explicit_storage_url_outside_the_namespaces_prefix_is_refused(url):
+    with pytest.raises(NotAllowed) as err:
+        parse_experiment_object(_in("team-a", url), STORAGE)
+    assert err.value.reason == "StorageNotAllowed"
+    assert str(err.value) == (
+        f"spec.storage.url: {url!r} is outside this namespace's storage (allowed: under "
+        "s3://kubenas/experiments/team-a/, s3://archive/team-a/, s3://scratch/; omit "
+        "spec.storage.url for the Experiment's own prefix, or see the chart's "
+        "experiments.allowedStorage)")
+    with pytest.raises(NotAllowed):
+        build_controller_deployment(_in("team-a", url), STORAGE)
+
+
+def test_without_an_explicit_url_the_experiment_gets_its_own_prefix_and_passes():
+    exp = _in("team-a", "unused")
+    del exp["spec"]["storage"]["url"]
+    parsed = parse_experiment_object(exp, STORAGE)
+    assert parsed.storage["url"] == (
+        "s3://kubenas/experiments/team-a/exp1/0a1b2c3d-0000-4000-8000-000000000001")
+
+
+def test_a_strategy_without_a_cluster_path_is_refused_naming_the_field():
+    exp = experiment(search={"space": "enas_macro", "strategy": "enas", "seed": 0})
+    with pytest.raises(ContractError, match=r"^spec\.search\.strategy: 'enas' runs with `kubenas run` only"):
+        parse_experiment_object(exp, Settings())
