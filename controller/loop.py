@@ -86,12 +86,14 @@ def read_ledger(store: ObjectStore) -> dict:
     name, outbox = state["experiment"], state.get("outbox") or {}
 
     def documents(key_of: Callable[[str], str], indices) -> dict:
-        out = {}
-        for index in indices:
-            tid = trial_id(name, index)
-            key = key_of(tid)
-            out[tid] = outbox[key] if key in outbox else json.loads(store.get(key))
-        return out
+        tids = [trial_id(name, index) for index in indices]
+        stored = [key_of(t) for t in tids if key_of(t) not in outbox]
+        fetched = dict(zip(stored, store.get_many(stored)))
+        missing = [k for k, data in fetched.items() if data is None]
+        if missing:
+            raise NotFound(f"{missing[0]} (and {len(missing) - 1} more): in the state, not stored")
+        return {t: outbox[k] if k in outbox else json.loads(fetched[k])
+                for t, k in ((t, key_of(t)) for t in tids)}
 
     return {**state, "sampled": documents(trial_key, range(state["nextIndex"])),
             "applied": documents(applied_key, IndexSet(state["appliedRanges"]))}

@@ -65,6 +65,9 @@ class StoreResultSource(ResultSource):
             data = self.store.get(key)
         except NotFound:
             return None
+        return self._parse(key, tid, data)
+
+    def _parse(self, key: str, tid: str, data: bytes) -> ResultRecord:
         try:
             record = ResultRecord.from_json(data, where=key)
             if record.trial_id != tid:
@@ -99,10 +102,7 @@ class StoreResultSource(ResultSource):
 
     def all(self) -> list[ResultRecord]:
         """Every result in the store (a full listing: for the final outputs, not the loop)."""
-        records = []
-        for key in self.store.list(PREFIX):
-            tid = trial_of(key)
-            record = self._read(key, tid) if tid else None
-            if record is not None:
-                records.append(record)
+        keys = [k for k in self.store.list(PREFIX) if trial_of(k)]
+        records = [self._parse(k, trial_of(k), data)
+                   for k, data in zip(keys, self.store.get_many(keys)) if data is not None]
         return sorted(records, key=lambda r: r.trial_id)

@@ -103,6 +103,15 @@ class StoreContract:
         assert (data, etag2) == (b'{"a": 1}', etag)
         assert store.exists("results/t1.json")
 
+    def test_get_many_keeps_order_and_marks_the_missing(self, store):
+        keys = [f"results/t{i:03d}.json" for i in range(40)]
+        for i, key in enumerate(keys):
+            if i % 7:
+                store.put_new(key, f"record {i}".encode())
+        got = store.get_many(keys)
+        assert got == [None if i % 7 == 0 else f"record {i}".encode() for i in range(40)]
+        assert store.get_many([]) == [] and store.get_many(["nope"]) == [None]
+
     def test_put_new_is_create_only(self, store):
         store.put_new("k", b"first")
         with pytest.raises(AlreadyExists):

@@ -45,9 +45,14 @@ class Informer:
                  label_selector: Optional[str] = None,
                  watch_timeout: int = 300, stop: Optional[threading.Event] = None,
                  trim: Callable[[dict], dict] = lambda obj: obj,
+                 pack: Callable[[dict], object] = lambda obj: obj,
+                 unpack: Callable[[object], dict] = lambda stored: stored,
                  indexers: Optional[Mapping[str, Callable[[dict], Optional[Hashable]]]] = None) -> None:
         self.kube = kube
         self.trim = trim                  # operator/trim.py: what the cache keeps of an object
+        # ... and in which form: ``pack`` may store a compact stand-in (a finished Trial as
+        # a tuple), ``unpack`` gives readers the trimmed dict back
+        self.pack, self.unpack = pack, unpack
         self._indexers = dict(indexers or {})   # name -> fn(obj): index value, None: not indexed
         self._index: dict = {n: {} for n in self._indexers}     # name -> {value: {keys}}
         self._value_of: dict = {n: {} for n in self._indexers}  # name -> {key: value}
@@ -58,7 +63,7 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.stop_event = stop or threading.Event()
         self.synced = threading.Event()
-        self._cache: dict[tuple, dict] = {}
+        self._cache: dict[tuple, object] = {}   # key -> pack(trim(obj))
         self._lock = threading.RLock()
         self._resp = None
         self._thread: Optional[threading.Thread] = None
@@ -68,16 +73,19 @@ class Informer:
     # -- cache -------------------------------------------------------------------------------
     def get(self, namespace: str, name: str) -> Optional[dict]:
         with self._lock:
-            return self._cache.get((namespace or "", name))
+            stored = self._cache.get((namespace or "", name))
+        return None if stored is None else self.unpack(stored)
 
     def items(self) -> list:
         with self._lock:
-            return list(self._cache.values())
+            stored = list(self._cache.values())
+        return [self.unpack(s) for s in stored]
 
     def by_index(self, index: str, value: Hashable) -> list:
         """The cached objects whose ``indexers[index]`` is ``value``."""
         with self._lock:
-            return [self._cache[k] for k in self._index[index].get(value, ())]
+            stored = [self._cache[k] for k in self._index[index].get(value, ())]
+        return [self.unpack(s) for s in stored]
 
     def count(self, index: str, value: Hashable) -> int:
         with self._lock:
@@ -88,9 +96,10 @@ class Informer:
         with self._lock:
             return {value: len(keys) for value, keys in self._index[index].items()}
 
-    def _put(self, key: tuple, obj: dict) -> None:
-        """Cache ``obj`` and re-index it (the caller holds the lock)."""
-        self._cache[key] = obj
+    def _put(self, key: tuple, obj: dict, stored: object = None) -> None:
+        """Cache ``obj`` (trimmed; ``stored``: already packed) and re-index it (the caller
+        holds the lock)."""
+        self._cache[key] = self.pack(obj) if stored is None else stored
         for name, fn in self._indexers.items():
             value = fn(obj)
             if key in self._value_of[name] and self._value_of[name][key] == value:
@@ -118,14 +127,20 @@ class Informer:
         """Write-through after our own write: keep the newer of cached and ``obj``."""
         key, obj = obj_key(obj), self.trim(obj)
         with self._lock:
-            old = self._cache.get(key)
-            if old is not None and _rv(old) is not None and _rv(obj) is not None and _rv(obj) < _rv(old):
+            if self._older_than_cached(key, obj):
                 return
             self._put(key, obj)
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             self._drop((namespace or "", name))
+
+    def _older_than_cached(self, key: tuple, obj: dict) -> bool:
+        stored = self._cache.get(key)
+        if stored is None:
+            return False
+        old, new = _rv(self.unpack(stored)), _rv(obj)
+        return old is not None and new is not None and new < old
 
     # -- list + watch ------------------------------------------------------------------------
     def start(self) -> "Informer":
@@ -151,22 +166,23 @@ class Informer:
             self._thread.join(timeout)
 
     def _list(self) -> str:
+        # Packed page by page: a re-list of 12,800 Trials never holds them all as dicts.
         items, rv = self.kube.list_all(self.path, label_selector=self.label_selector,
-                                       transform=self.trim)
-        fresh = {obj_key(o): o for o in items}
+                                       transform=lambda o: self.pack(self.trim(o)))
+        fresh = {obj_key(self.unpack(s)): s for s in items}
         del items
         with self._lock:
             old = self._cache
             self._cache = {}
             self._index = {n: {} for n in self._indexers}
             self._value_of = {n: {} for n in self._indexers}
-            for key, obj in fresh.items():
-                self._put(key, obj)
-        for key, obj in old.items():
+            for key, stored in fresh.items():
+                self._put(key, self.unpack(stored), stored)
+        for key, stored in old.items():
             if key not in fresh:
-                self._notify("DELETED", obj)
-        for key, obj in fresh.items():
-            self._notify("ADDED" if key not in old else "MODIFIED", obj)
+                self._notify("DELETED", self.unpack(stored))
+        for key, stored in fresh.items():
+            self._notify("ADDED" if key not in old else "MODIFIED", self.unpack(stored))
         self.relists += 1
         return rv
 
@@ -181,9 +197,7 @@ class Informer:
         if kind in ("ADDED", "MODIFIED"):
             key = obj_key(obj)
             with self._lock:
-                old = self._cache.get(key)
-                if old is not None and _rv(old) is not None and _rv(obj) is not None \
-                        and _rv(obj) < _rv(old):
+                if self._older_than_cached(key, obj):
                     return   # our own write-through is already newer
                 self._put(key, obj)
             self._notify(kind, obj)

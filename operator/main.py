@@ -33,7 +33,7 @@ from kubenas.operator.kube import (Kube, KubeError, TransportError, core_path, c
 from kubenas.operator.reconciler import Conflict, Reconciler, experiment_stopping
 from kubenas.operator.results import ResultStoreError, StoreFactory, StoreProvider
 from kubenas.operator.settings import Settings
-from kubenas.operator.trim import trim_job, trim_metadata, trim_pod, trim_trial
+from kubenas.operator.trim import pack_trial, trim_job, trim_metadata, trim_pod, trim_trial, unpack_trial
 
 log = logging.getLogger("kubenas.operator")
 
@@ -89,13 +89,15 @@ class Operator:
         self.metrics_server: Optional[M.MetricsServer] = None
         self._collector = None
 
-        def group(name, path_of, handler, selector=None, trim=trim_metadata, indexers=None):
+        def group(name, path_of, handler, selector=None, trim=trim_metadata, indexers=None, **packing):
             return InformerGroup(name, self.namespaces, lambda ns: Informer(
                 self.kube, path_of(ns), f"{name}@{ns or '*'}", handler, label_selector=selector,
-                watch_timeout=watch_timeout, stop=self.stop_event, trim=trim, indexers=indexers))
+                watch_timeout=watch_timeout, stop=self.stop_event, trim=trim, indexers=indexers,
+                **packing))
 
         self.trials = group("trials", lambda ns: custom_path(C.TRIAL_PLURAL, ns), self._on_trial,
-                            trim=trim_trial, indexers=X.TRIAL_INDEXERS)
+                            trim=trim_trial, pack=pack_trial, unpack=unpack_trial,
+                            indexers=X.TRIAL_INDEXERS)
         self.experiments = group("experiments", lambda ns: custom_path(C.EXPERIMENT_PLURAL, ns),
                                  self._on_experiment)
         self.jobs = group("jobs", jobs_path, self._on_job, MANAGED_SELECTOR, trim_job,

@@ -14,7 +14,14 @@ controller template).
 
 Every kept dict key, and each value that repeats across objects (namespace, experiment, pool,
 phase, labels, owner references), is interned: ``json.loads`` makes new strings for every
-watch event, and at 12,800 cached Trials those copies were half of the cache."""
+watch event, and at 12,800 cached Trials those copies were half of the cache.
+
+A finished Trial's trimmed dict is then *packed* (``pack_trial``) into one slotted object
+with its labels and annotations as flat tuples: six dicts per Trial (~1.3 KB of hash tables)
+become one small object, so the cache grows by a few hundred bytes per finished Trial and
+the operator's memory stays flat from 1,000 to 12,800 Trials (benchmarks/operator_cache.py).
+Readers get the same dict back (``unpack_trial``); anything a stub does not have the layout
+for stays a dict."""
 
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ FINISHED_TRIAL_META_KEPT = ("name", "namespace", "uid", "resourceVersion", "labe
 FINISHED_TRIAL_STATUS_KEPT = ("phase", "reward", "reason", "message")
 # values shared by many objects (a name, uid or resourceVersion is unique: not worth interning)
 _SHARED_VALUES = frozenset({"namespace", "experiment", "pool", "phase", "reason", "apiVersion",
-                            "kind", "type", "status", "nodeName", "restartPolicy"})
+                            "kind", "type", "status", "nodeName", "restartPolicy", "message"})
 
 
 def _interned(obj: Any, shared: bool = False) -> Any:
@@ -99,3 +106,82 @@ def trim_trial(obj: dict) -> dict:
     if ((obj.get("status") or {}).get("phase")) not in C.TRIAL_TERMINAL:
         return trim_metadata(obj)
     return _trim_finished_trial(obj)
+
+
+class PackedTrial:
+    """A finished Trial's trimmed form, in one object (see the module docstring)."""
+
+    __slots__ = ("api_version", "kind", "name", "namespace", "uid", "rv", "labels",
+                 "annotations", "deletion", "experiment", "pool", "status")
+
+    def __init__(self, obj: dict) -> None:
+        meta, spec = obj["metadata"], obj["spec"]
+        self.api_version, self.kind = obj.get("apiVersion"), obj.get("kind")
+        self.name, self.namespace = meta.get("name"), meta.get("namespace")
+        self.uid, self.rv = meta.get("uid"), meta.get("resourceVersion")
+        self.labels = _flat(meta.get("labels"), self.name)
+        self.annotations = _flat(meta.get("annotations"), self.name)
+        self.deletion = meta.get("deletionTimestamp")
+        self.experiment, self.pool = spec.get("experiment"), spec.get("pool")
+        # phase, reward, reason, message in that order; None: no status at all
+        self.status = None if "status" not in obj else tuple(
+            (obj["status"] or {}).get(k, _ABSENT) for k in FINISHED_TRIAL_STATUS_KEPT)
+
+    def as_dict(self) -> dict:
+        meta = _present({"name": self.name, "namespace": self.namespace, "uid": self.uid,
+                         "resourceVersion": self.rv, "labels": _mapping(self.labels),
+                         "annotations": _mapping(self.annotations),
+                         "deletionTimestamp": self.deletion})
+        out = _present({"apiVersion": self.api_version, "kind": self.kind})
+        out["metadata"] = meta
+        out["spec"] = _present({"experiment": self.experiment, "pool": self.pool})
+        if self.status is not None:
+            out["status"] = {k: v for k, v in zip(FINISHED_TRIAL_STATUS_KEPT, self.status)
+                             if v is not _ABSENT}
+        return out
+
+
+_ABSENT = object()
+_STUB_LAYOUT = {"": {"apiVersion", "kind", "metadata", "spec", "status"},
+                "metadata": set(FINISHED_TRIAL_META_KEPT), "spec": set(FINISHED_TRIAL_SPEC_KEPT),
+                "status": set(FINISHED_TRIAL_STATUS_KEPT)}
+
+
+def _flat(mapping, name: str):
+    """{k: v} as (k, v, k, v, ...); a value equal to the Trial's name shares its string."""
+    if mapping is None:
+        return None
+    return tuple(x for k, v in mapping.items() for x in (k, name if v == name else v))
+
+
+def _mapping(flat):
+    return None if flat is None else dict(zip(flat[::2], flat[1::2]))
+
+
+def _present(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _packable(obj: dict) -> bool:
+    """A finished Trial stub with exactly the layout ``PackedTrial`` holds, no None values."""
+    if set(obj) - _STUB_LAYOUT[""] or not isinstance(obj.get("metadata"), dict) \
+            or not isinstance(obj.get("spec"), dict):
+        return False
+    for part in ("metadata", "spec", "status"):
+        value = obj.get(part) or {}
+        if not isinstance(value, dict) or set(value) - _STUB_LAYOUT[part] \
+                or any(v is None for v in value.values()):
+            return False
+    meta = obj["metadata"]
+    return all(isinstance(meta.get(k, {}), dict) and all(
+        isinstance(v, str) for v in (meta.get(k) or {}).values()) for k in ("labels", "annotations")) \
+        and (obj.get("status") or {}).get("phase") in C.TRIAL_TERMINAL
+
+
+def pack_trial(obj: dict):
+    """What the Trial cache stores: a ``PackedTrial`` for a finished Trial's stub, else the dict."""
+    return PackedTrial(obj) if _packable(obj) else obj
+
+
+def unpack_trial(stored) -> dict:
+    return stored.as_dict() if isinstance(stored, PackedTrial) else stored

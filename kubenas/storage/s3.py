@@ -17,8 +17,8 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
                                  ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError,
                                  ResponseStreamingError)
 
-from kubenas.storage.base import (AlreadyExists, NotFound, ObjectStore, PreconditionFailed,
-                                  StorageError)
+from kubenas.storage.base import (READ_WORKERS, AlreadyExists, NotFound, ObjectStore,
+                                  PreconditionFailed, StorageError)
 
 
 def _code(exc: ClientError) -> str:
@@ -68,7 +68,8 @@ class S3Store(ObjectStore):
             # Standard retry mode rides out a restarting S3 server (connection refused,
             # 5xx, throttling) with exponential backoff before we ever see an error.
             config=Config(retries={"max_attempts": max_attempts, "mode": "standard"},
-                          s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=30),
+                          s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=30,
+                          max_pool_connections=READ_WORKERS),   # get_many's threads
         )
         if create_bucket:
             self.ensure_bucket()

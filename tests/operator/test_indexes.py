@@ -6,7 +6,7 @@ from __future__ import annotations
 from kubenas.operator import constants as C
 from kubenas.operator import indexes as X
 from kubenas.operator.informer import Informer
-from kubenas.operator.trim import trim_trial
+from kubenas.operator.trim import PackedTrial, pack_trial, trim_trial, unpack_trial
 
 
 def trial(name, phase=None, reward=None, exp="e", ns="ns", rv=1):
@@ -34,7 +34,9 @@ class ListOnce:
 
 
 def informer(indexers, items=(), trim=lambda o: o):
-    inf = Informer(ListOnce(items), "/x", "x", lambda kind, obj: None, trim=trim, indexers=indexers)
+    packing = {"pack": pack_trial, "unpack": unpack_trial} if trim is trim_trial else {}
+    inf = Informer(ListOnce(items), "/x", "x", lambda kind, obj: None, trim=trim,
+                   indexers=indexers, **packing)
     inf._list()
     return inf
 
@@ -82,6 +84,59 @@ def test_a_finished_trial_keeps_only_what_its_reconcile_and_the_indexes_read():
     assert next(iter(a["status"])) is next(iter(b["status"]))
     assert a["spec"]["experiment"] is b["spec"]["experiment"]
     assert a["metadata"]["labels"][C.LABEL_EXPERIMENT] is b["metadata"]["labels"][C.LABEL_EXPERIMENT]
+
+
+def _stubs():
+    full = trial("f", "Failed", rv=7)
+    full["apiVersion"], full["kind"] = C.API_VERSION, C.TRIAL_KIND
+    full["metadata"].update(uid="u-1", labels={C.LABEL_EXPERIMENT: "e", C.LABEL_TRIAL: "f"},
+                            annotations={C.ANNOTATION_EXPERIMENT_UID: "x"},
+                            deletionTimestamp="2026-12-04T00:00:00Z")
+    full["status"].update(reason="JobFailed", message="pod f: OOMKilled")
+    empty_labels = trial("g", "Succeeded", 0.25)
+    empty_labels["metadata"]["labels"] = {}
+    return [full, trial("s", "Succeeded", 0.5), trial("n", "Succeeded"), empty_labels]
+
+
+def test_a_finished_trial_is_packed_and_reads_back_as_the_same_dict():
+    for t in _stubs():
+        stub = trim_trial(t)
+        packed = pack_trial(stub)
+        assert isinstance(packed, PackedTrial), stub
+        assert unpack_trial(packed) == stub
+    packed = pack_trial(trim_trial(_stubs()[0]))
+    # the trial label's value is the Trial's name: one string, not two
+    assert packed.labels[packed.labels.index(C.LABEL_TRIAL) + 1] is packed.name
+
+
+def test_what_a_packed_trial_cannot_hold_stays_a_dict():
+    running = trim_trial(trial("r", "Running"))
+    assert pack_trial(running) is running                     # unfinished: spec is read
+    odd = trim_trial(trial("o", "Succeeded", 0.1))
+    odd["metadata"]["labels"] = {"k": 3}                       # not a string label value
+    assert pack_trial(odd) is odd
+    nones = trim_trial(trial("z", "Succeeded", 0.1))
+    nones["status"]["reason"] = None
+    assert pack_trial(nones) is nones
+
+
+def test_the_packed_cache_answers_like_the_plain_one():
+    trials = [trial("a"), trial("b", "Running")] + _stubs()
+    plain = informer(X.TRIAL_INDEXERS, trials, lambda o: trim_trial(o))
+    packed = informer(X.TRIAL_INDEXERS, trials, trim_trial)
+    assert sum(isinstance(v, PackedTrial) for v in packed._cache.values()) == 4
+    key = lambda t: t["metadata"]["name"]
+    assert sorted(packed.items(), key=key) == sorted(plain.items(), key=key)
+    for name in ("a", "b", "f", "s", "n", "g"):
+        assert packed.get("ns", name) == plain.get("ns", name)
+    assert packed.index_counts(X.BY_PHASE) == plain.index_counts(X.BY_PHASE)
+    assert sorted(packed.by_index(X.BY_EXPERIMENT, ("ns", "e")), key=key) == \
+        sorted(plain.by_index(X.BY_EXPERIMENT, ("ns", "e")), key=key)
+    older = trial("s", "Succeeded", 0.9, rv=0)             # an older event changes nothing
+    packed.upsert(older)
+    assert packed.get("ns", "s")["status"]["reward"] == 0.5
+    packed.upsert(trial("s", "Succeeded", 0.9, rv=5))
+    assert packed.get("ns", "s")["status"]["reward"] == 0.9
 
 
 def test_index_counts_and_unfinished_trials_of_an_experiment():
