@@ -153,6 +153,7 @@ class SearchLoop:
         self._resubmit = True    # (re)loaded: sampled trials may never have been submitted
         self._resumed = False    # submit_pending has run once (the resume)
         self._submitted: set = set()   # trial ids this process submitted, not yet applied
+        self._prefetched: dict = {}    # trials/ key -> bytes or None, read at once (credited)
         self._load(initial=True)
 
     # -- persistence -----------------------------------------------------------------------
@@ -316,7 +317,8 @@ class SearchLoop:
     def _architecture(self, tid: str) -> Architecture:
         doc = self._local_doc(trial_key(tid))
         if doc is None:
-            doc = json.loads(self.store.get(trial_key(tid)))
+            data = self._prefetched.get(trial_key(tid))
+            doc = json.loads(data if data is not None else self.store.get(trial_key(tid)))
         return Architecture.from_dict(doc["architecture"], trial_key(tid))
 
     def submit_pending(self) -> int:
@@ -429,13 +431,18 @@ class SearchLoop:
         """The records as the search counted them, for the final outputs (leaderboard, best
         model): one describing another architecture than its sample is the failed result it
         was applied as; one for a trial this search never sampled is left out. Reads each
-        trial's ``trials/`` document: for the end of a search, not the loop."""
+        trial's ``trials/`` document (all at once): for the end of a search, not the loop."""
+        keys = [trial_key(r.trial_id) for r in records]
+        self._prefetched = dict(zip(keys, self.store.get_many(keys)))
         out = []
-        for r in records:
-            try:
-                out.append(self._credited(r, {}))
-            except NotFound:
-                continue
+        try:
+            for r in records:
+                try:
+                    out.append(self._credited(r, {}))
+                except NotFound:
+                    continue
+        finally:
+            self._prefetched = {}
         return out
 
     def _apply(self, results: list[ResultRecord]) -> list[LoopEvent]:
