@@ -121,8 +121,8 @@ class DatasetConfig:
 
     @classmethod
     def from_value(cls, value: Any, where: str) -> "DatasetConfig":
-        if isinstance(value, str):  # shorthand: dataset: cifar10
-            value = {"name": value}
+        if isinstance(value, str):  # shorthand: dataset: cifar10 (an error names the shorthand)
+            return cls(name=F.choice(value, DATASETS, where))
         if not isinstance(value, Mapping):
             F.fail(where, f"must be a mapping like {{name: digits}}, got {value!r}")
         F.refuse_unknown(value, ("name", "path"), where)

@@ -168,3 +168,9 @@ def test_a_strategy_without_a_cluster_path_is_refused_naming_the_field():
     exp = experiment(search={"space": "enas_macro", "strategy": "enas", "seed": 0})
     with pytest.raises(ContractError, match=r"^spec\.search\.strategy: 'enas' runs with `kubenas run` only"):
         parse_experiment_object(exp, Settings())
+
+
+def test_a_final_phase_the_cluster_cannot_run_yet_is_refused_naming_the_field():
+    exp = experiment(final={"topK": 1})
+    with pytest.raises(ContractError, match=r"^spec\.final: the final phase .* runs with `kubenas run` only"):
+        parse_experiment_object(exp, Settings())

@@ -66,3 +66,9 @@ def test_validate_trainer_config_for_the_cnn_space():
         validate_trainer_config({"dataset": {"name": "ptb"}}, space="cnn", where="spec.trainer")
     with pytest.raises(ContractError, match=r"^spec\.trainer\.batchSize"):
         validate_trainer_config({"batchSize": 0}, space="cnn", where="spec.trainer")
+
+
+def test_the_dataset_shorthand_names_the_field_it_is_in():
+    assert TrainerConfig.from_dict({"dataset": "fashion_mnist"}, where="spec.trainer").dataset.name == "fashion_mnist"
+    with pytest.raises(ContractError, match=r"^spec\.trainer\.dataset: must be one of"):
+        TrainerConfig.from_dict({"dataset": "x"}, where="spec.trainer")
