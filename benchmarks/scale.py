@@ -51,6 +51,7 @@ if str(REPO) not in sys.path:
 from benchmarks.orchestration import Timeline, _pct, _ts, vm_hwm_kib  # noqa: E402
 from devenv.cluster import DevCluster  # noqa: E402
 from devenv.fake_kubelet import PROC_MARKER  # noqa: E402
+from kubenas.controller.spaces import make_space  # noqa: E402
 from tests.e2e.harness import Install, Watcher, wait_for  # noqa: E402
 from tests.operator.objects import CNN_ARCH  # noqa: E402
 
@@ -627,16 +628,27 @@ def sim_pools(in_flight: int) -> str:
 
 
 # -- the report -----------------------------------------------------------------------------
+def mean_depth(first: int, end: int) -> float:
+    """The paper's depth curriculum (the CNN space's defaults) averaged over samples
+    ``first..end-1``: the policy's work per result (one sample, one backward) follows it."""
+    space = make_space("cnn")
+    return sum(space.depth(i) for i in range(first, end)) / max(1, end - first)
+
+
 def table(out: dict) -> list:
-    """Per interval between marks: cost per applied result; at each mark: sizes."""
-    rows = [f"  {'n':>6s} {'ctl CPU s/res':>13s} {'ctl bytes/res':>13s} {'S3 req/res':>10s} "
+    """Per interval between marks: cost per applied result (and per layer of the depth
+    curriculum, which is what the policy's share follows); at each mark: sizes."""
+    rows = [f"  {'n':>6s} {'layers':>6s} {'ctl CPU s/res':>13s} {'ms/res/layer':>12s} "
+            f"{'ctl bytes/res':>13s} {'S3 req/res':>10s} "
             f"{'state kB':>8s} {'op RSS MiB':>10s} {'ctl RSS MiB':>11s} {'res/s':>6s}"]
     marks = out["marks"]
     for prev, m in zip(marks, marks[1:]):
         d = max(1, m["applied"] - prev["applied"])
+        depth = mean_depth(prev["applied"], m["applied"])
+        cpu = (m["controller_cpu"] - prev["controller_cpu"]) / d
         s3 = (f"{(m['s3_requests'] - prev['s3_requests']) / d:10.1f}"
               if m.get("s3_requests") is not None else f"{'-':>10s}")
-        rows.append(f"  {m['n']:6d} {(m['controller_cpu'] - prev['controller_cpu']) / d:13.4f} "
+        rows.append(f"  {m['n']:6d} {depth:6.1f} {cpu:13.4f} {1000 * cpu / depth:12.2f} "
                     f"{(m['controller_wchar'] - prev['controller_wchar']) / d:13.0f} {s3} "
                     f"{m['state_bytes'] / 1e3:8.0f} {m['operator_rss_kib'] / 1024:10.0f} "
                     f"{m['controller_rss_kib'] / 1024:11.0f} {d / max(1e-9, m['t'] - prev['t']):6.1f}")
