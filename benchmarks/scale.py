@@ -632,7 +632,8 @@ def mean_depth(first: int, end: int) -> float:
     """The paper's depth curriculum (the CNN space's defaults) averaged over samples
     ``first..end-1``: the policy's work per result (one sample, one backward) follows it."""
     space = make_space("cnn")
-    return sum(space.depth(i) for i in range(first, end)) / max(1, end - first)
+    end = max(end, first + 1)  # two marks crossed in one poll: an empty window
+    return sum(space.depth(i) for i in range(first, end)) / (end - first)
 
 
 def table(out: dict) -> list:
