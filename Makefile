@@ -7,10 +7,12 @@ PYTHON ?= python3
 
 .PHONY: install run test lint dev-tools image dev-cluster dev-cluster-down clean
 
-$(VENV)/.installed: pyproject.toml
+# The image's lock constrains the venv too, so tests run against the versions the image ships
+# (and the lock stays current however far PyPI has moved since it was written).
+$(VENV)/.installed: pyproject.toml requirements/image.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[torch,k8s,bench,test]'
+	$(PIP) install -q -c requirements/image.txt -e '.[torch,k8s,bench,test]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -7,6 +7,10 @@ torchvision, which the base image provides (CUDA build published, CPU build here
 
     .venv/bin/python scripts/lock-image-deps.py          # rewrite the lock
     .venv/bin/python scripts/lock-image-deps.py --check  # exit 1 if it is out of date
+
+`make install` constrains the venv by this lock (pip -c), so a fresh clone installs exactly these
+versions and --check holds however far PyPI has moved. To move a pin: upgrade the package in the
+venv (pip install -U NAME), rerun this script, run `make test`, commit the lock.
 """
 
 from __future__ import annotations
