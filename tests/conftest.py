@@ -24,18 +24,15 @@ automatically, so ``-m "not k8s"`` deselects them. Missing tools are an error th
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from devenv.cluster import DevCluster  # noqa: E402
-from devenv.seaweed import SeaweedFS  # noqa: E402
-from devenv.testing import make_s3_store  # noqa: E402
+# devenv/ and tests/ import from the repository root, which pytest puts on sys.path
+# (pyproject: pythonpath); tests/kubenas/test_package_layout.py keeps the rooms from being
+# imported from there by their bare names.
+from devenv.cluster import DevCluster
+from devenv.seaweed import SeaweedFS
+from devenv.testing import make_s3_store
 
 _K8S_FIXTURES = {"dev_cluster", "k8s_namespace", "sim_cluster"}
 _S3_FIXTURES = {"s3_server", "s3_store"}
