@@ -22,7 +22,7 @@ CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "Clust
 # Every setting the operator reads to build controller Deployments and trial Jobs
 # (docs/deploy.md, "What the chart hands the operator").
 OPERATOR_ENV = [
-    "KUBENAS_LOG_LEVEL", "KUBENAS_WATCH_NAMESPACE", "KUBENAS_OPERATOR_NAMESPACE",
+    "KUBENAS_LOG_LEVEL", "MALLOC_ARENA_MAX", "KUBENAS_WATCH_NAMESPACE", "KUBENAS_OPERATOR_NAMESPACE",
     "KUBENAS_IMAGE", "KUBENAS_IMAGE_PULL_POLICY", "KUBENAS_IMAGE_PULL_SECRETS",
     "KUBENAS_CONTROLLER_SERVICE_ACCOUNT", "KUBENAS_CONTROLLER_REPLICAS",
     "KUBENAS_CONTROLLER_NODE_SELECTOR", "KUBENAS_CONTROLLER_TOLERATIONS",
@@ -139,6 +139,7 @@ def test_operator_env_contract(helm):
     env = helm.env_of(c)
     assert [n for n in OPERATOR_ENV if n not in env] == []
     assert env["KUBENAS_WATCH_NAMESPACE"] == "nas"
+    assert env["MALLOC_ARENA_MAX"] == "2"
     assert env["KUBENAS_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["KUBENAS_IMAGE"] == c["image"]
     assert env["KUBENAS_CONTROLLER_SERVICE_ACCOUNT"] == "kubenas-controller"
