@@ -19,7 +19,7 @@ become a *failed* record with the reason. Environment errors (dataset missing, s
 unreachable, bad trainer config) propagate: the process exits non-zero and is retried.
 
 Spaces: "cnn" is trained here (``train_cnn``); "rnn_cell" is handed whole to
-``kubenas.trainer.lm.train_language_model`` (same arguments, same storage contract),
+``kubenas.trainer.lm_child.train_language_model`` (same arguments, same storage contract),
 imported lazily: without it the trial gets a failed record saying so. "nasbench201" is
 answered from a table by the controller and never reaches a child (failed record).
 """
@@ -228,10 +228,10 @@ def train_child(trial_id: str, experiment: str,
                                  trainer_config[FINAL_RUN_KEY], store, cache_dir)
     if architecture.space == "rnn_cell":
         try:
-            from kubenas.trainer.lm import train_language_model
+            from kubenas.trainer.lm_child import train_language_model
         except ImportError as exc:
             return _publish(store, _failed(experiment, trial_id, architecture, UnsupportedSpace(
-                "the rnn_cell trainer (kubenas.trainer.lm.train_language_model) is not "
+                "the rnn_cell trainer (kubenas.trainer.lm_child.train_language_model) is not "
                 f"available in this build: {exc}"), _now()))
         raw = trainer_config.to_dict() if isinstance(trainer_config, TrainerConfig) \
             else dict(trainer_config or {})
