@@ -8,7 +8,7 @@ NASCell (base 8), and optionally a given cell (``--cell FILE``: an Architecture 
 count is as close as possible to ``--params`` (the paper's §4.2 "hidden units adjusted so that
 the total number of learnable parameters approximately match").
 
-Training: ``kubenas.trainer.lm.fit`` with the given epochs x ``--max-tokens`` training tokens
+Training: ``kubenas.trainer.lm_train.fit`` with the given epochs x ``--max-tokens`` training tokens
 (SGD lr 20, clip 0.25, lr / 4 on a validation plateau), validation during training on
 ``--val-tokens`` tokens; then ``evaluate_test`` on the *full* validation and test splits with
 the best-validation weights (the only place the test split is read).
@@ -30,9 +30,13 @@ import torch
 from torch import nn
 
 from kubenas.contracts import Architecture
-from kubenas.trainer import lm
+from kubenas.trainer.builders.language_model import LanguageModel
 from kubenas.trainer.builders.rnn_cell import lstm_cell, nas_cell
 from kubenas.trainer.data.ptb import load_ptb
+from kubenas.trainer.errors import ChildFailure
+from kubenas.trainer.lm_child import evaluate_test
+from kubenas.trainer.lm_config import LMConfig
+from kubenas.trainer.lm_train import fit
 
 
 class TorchLSTMLayer(nn.Module):
@@ -47,8 +51,8 @@ class TorchLSTMLayer(nn.Module):
         return out, (h[0], c[0])
 
 
-def torch_lstm_model(vocab: int, cfg: lm.LMConfig) -> lm.LanguageModel:
-    model = lm.LanguageModel.from_config(lstm_cell(), vocab, cfg)  # then swap the layers
+def torch_lstm_model(vocab: int, cfg: LMConfig) -> LanguageModel:
+    model = LanguageModel.from_config(lstm_cell(), vocab, cfg)  # then swap the layers
     model.rnns = nn.ModuleList([TorchLSTMLayer(cfg.embedding_size if i == 0 else cfg.hidden_size,
                                                cfg.hidden_size) for i in range(cfg.layers)])
     for p in model.rnns.parameters():
@@ -56,14 +60,14 @@ def torch_lstm_model(vocab: int, cfg: lm.LMConfig) -> lm.LanguageModel:
     return model
 
 
-def make_model(kind, arch, vocab: int, cfg: lm.LMConfig) -> lm.LanguageModel:
-    return torch_lstm_model(vocab, cfg) if kind == "torch" else lm.LanguageModel.from_config(arch, vocab, cfg)
+def make_model(kind, arch, vocab: int, cfg: LMConfig) -> LanguageModel:
+    return torch_lstm_model(vocab, cfg) if kind == "torch" else LanguageModel.from_config(arch, vocab, cfg)
 
 
 def hidden_for(kind, arch, vocab: int, base_cfg: dict, target: int) -> int:
     """The hidden size whose model's parameter count is closest to ``target``."""
     def count(h: int) -> int:
-        cfg = lm.LMConfig.from_dict(dict(base_cfg, hiddenSize=h, embeddingSize=h))
+        cfg = LMConfig.from_dict(dict(base_cfg, hiddenSize=h, embeddingSize=h))
         with torch.device("meta"):
             return make_model(kind, arch, vocab, cfg).num_parameters()
     lo, hi = 4, 4096
@@ -112,17 +116,17 @@ def main(argv=None) -> dict:
           f"parameters; {args.epochs} epochs x {args.max_tokens:,} tokens; CPU, {args.threads} threads")
     for key, name, kind, arch in models:
         h = hidden_for(kind, arch, corpus.vocab_size, base_cfg, args.params)
-        cfg = lm.LMConfig.from_dict(dict(base_cfg, hiddenSize=h, embeddingSize=h))
+        cfg = LMConfig.from_dict(dict(base_cfg, hiddenSize=h, embeddingSize=h))
         torch.manual_seed(args.seed)
         model = make_model(kind, arch, corpus.vocab_size, cfg)
         t0 = time.perf_counter()
         status, reason = "ok", None
         try:
-            st, best = lm.fit(model, corpus, cfg)
+            st, best = fit(model, corpus, cfg)
             model.load_state_dict(best)
             train_s = time.perf_counter() - t0
-            res = lm.evaluate_test(model, cfg, corpus=corpus)
-        except lm.ChildFailure as exc:
+            res = evaluate_test(model, cfg, corpus=corpus)
+        except ChildFailure as exc:
             status, reason, res, train_s = "failed", str(exc), {}, time.perf_counter() - t0
             st = None
         row = {"model": name, "hidden": h, "parameters": model.num_parameters(), "status": status,

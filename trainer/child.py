@@ -19,7 +19,7 @@ become a *failed* record with the reason. Environment errors (dataset missing, s
 unreachable, bad trainer config) propagate: the process exits non-zero and is retried.
 
 Spaces: "cnn" is trained here (``train_cnn``); "rnn_cell" is handed whole to
-``kubenas.trainer.lm.train_language_model`` (same arguments, same storage contract),
+``kubenas.trainer.lm_child.train_language_model`` (same arguments, same storage contract),
 imported lazily: without it the trial gets a failed record saying so. "nasbench201" is
 answered from a table by the controller and never reaches a child (failed record).
 """
@@ -228,10 +228,10 @@ def train_child(trial_id: str, experiment: str,
                                  trainer_config[FINAL_RUN_KEY], store, cache_dir)
     if architecture.space == "rnn_cell":
         try:
-            from kubenas.trainer.lm import train_language_model
+            from kubenas.trainer.lm_child import train_language_model
         except ImportError as exc:
             return _publish(store, _failed(experiment, trial_id, architecture, UnsupportedSpace(
-                "the rnn_cell trainer (kubenas.trainer.lm.train_language_model) is not "
+                "the rnn_cell trainer (kubenas.trainer.lm_child.train_language_model) is not "
                 f"available in this build: {exc}"), _now()))
         raw = trainer_config.to_dict() if isinstance(trainer_config, TrainerConfig) \
             else dict(trainer_config or {})
@@ -243,6 +243,62 @@ def train_child(trial_id: str, experiment: str,
             "controller, not trained by a child"), _now()))
     return _train_cnn_child(trial_id, experiment, architecture,
                             TrainerConfig.from_dict(trainer_config), store, cache_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Attempt:
+    """Which attempt at a trial this is, carried over from the checkpoint it resumes."""
+
+    started_at: str
+    number: int
+    resumed_from: Optional[int]     # epochs the checkpoint had done; None: a fresh start
+    earlier_seconds: float          # spent by the attempts before
+
+    @classmethod
+    def after(cls, state: Optional[dict]) -> "_Attempt":
+        if not state:
+            return cls(_now(), 1, None, 0.0)
+        return cls(state.get("started_at", _now()), int(state.get("attempt", 0)) + 1,
+                   int(state["epoch"]), float(state.get("spent_seconds", 0.0)))
+
+
+def _checkpointer(store: ObjectStore, trial_id: str, architecture: Architecture,
+                  attempt: _Attempt, on_epoch: Optional[Callable[[EpochMetrics], None]]
+                  ) -> Callable[[dict], None]:
+    """The ``on_epoch`` a trainer gets: store its checkpoint dict, then call ``on_epoch``."""
+    def checkpoint(s: dict) -> None:
+        s = dict(s, trial_id=trial_id, architecture_key=architecture.key(),
+                 started_at=attempt.started_at, attempt=attempt.number,
+                 spent_seconds=attempt.earlier_seconds + attempt_seconds())
+        buf = io.BytesIO()
+        torch.save(s, buf)
+        try:
+            store.put(checkpoint_key(trial_id), buf.getvalue())
+        except StorageError as exc:  # an outage costs at most a resume point, never the child
+            log.warning("%s: checkpoint after epoch %s not saved, training on: %s",
+                        trial_id, s.get("epoch"), exc)
+        if on_epoch is not None:
+            on_epoch(EpochMetrics(**s["metrics"][-1]))
+
+    return checkpoint
+
+
+def _succeeded(experiment: str, trial_id: str, architecture: Architecture, store: ObjectStore,
+               outcome: TrainOutcome, save_model: bool, started_at: str, extra: dict,
+               deadline: float) -> ResultRecord:
+    """The succeeded record of ``outcome``, its TorchScript model stored first if asked."""
+    extra.update(outcome.extra)
+    if save_model:
+        from kubenas.trainer.export import torchscript_bytes
+
+        model = torchscript_bytes(outcome.model, outcome.example_input)
+        _until_stored(f"{model_key(trial_id)}: model write",
+                      lambda: store.put(model_key(trial_id), model), deadline)
+        extra["model_key"] = model_key(trial_id)
+    return ResultRecord(
+        experiment=experiment, trial_id=trial_id, architecture=architecture,
+        status="succeeded", reward=float(outcome.reward), metrics=outcome.metrics,
+        timings=_timings(started_at, outcome.metrics), extra=extra)
 
 
 def run_attempt(trial_id: str, experiment: str, architecture: Architecture, store: ObjectStore,
@@ -259,52 +315,25 @@ def run_attempt(trial_id: str, experiment: str, architecture: Architecture, stor
     ckey = checkpoint_key(trial_id)
     state = resume_state if resume_state is not None else \
         _load_checkpoint(store, ckey, architecture)
-    started_at = state.get("started_at", _now()) if state else _now()
-    attempt = int(state.get("attempt", 0)) + 1 if state else 1
-    resumed_from = int(state["epoch"]) if state else None
-    earlier_seconds = float(state.get("spent_seconds", 0.0)) if state else 0.0
-    extra: dict[str, Any] = {"attempt": attempt, "resumed_from_epoch": resumed_from}
-
-    def checkpoint(s: dict) -> None:
-        s = dict(s, trial_id=trial_id, architecture_key=architecture.key(),
-                 started_at=started_at, attempt=attempt,
-                 spent_seconds=earlier_seconds + attempt_seconds())
-        buf = io.BytesIO()
-        torch.save(s, buf)
-        try:
-            store.put(ckey, buf.getvalue())
-        except StorageError as exc:  # an outage costs at most a resume point, never the child
-            log.warning("%s: checkpoint after epoch %s not saved, training on: %s",
-                        trial_id, s.get("epoch"), exc)
-        if on_epoch is not None:
-            on_epoch(EpochMetrics(**s["metrics"][-1]))
-
-    log.info("%s: training a %s child (attempt %d%s)", trial_id, kind, attempt,
-             f", resuming after epoch {resumed_from}" if resumed_from else "")
+    attempt = _Attempt.after(state)
+    extra: dict[str, Any] = {"attempt": attempt.number, "resumed_from_epoch": attempt.resumed_from}
+    log.info("%s: training a %s child (attempt %d%s)", trial_id, kind, attempt.number,
+             f", resuming after epoch {attempt.resumed_from}" if attempt.resumed_from else "")
     try:
-        outcome = train(resume=state, on_epoch=checkpoint)
+        outcome = train(resume=state, on_epoch=_checkpointer(store, trial_id, architecture,
+                                                             attempt, on_epoch))
     except ChildFailure as exc:
         deadline = time.monotonic() + write_retry_seconds()
         log.warning("%s: failed: %s", trial_id, exc)
         if not exc.metrics and state:
             exc.metrics = [EpochMetrics(**m) for m in state["metrics"]]
-        record = _failed(experiment, trial_id, architecture, exc, started_at, extra)
+        record = _failed(experiment, trial_id, architecture, exc, attempt.started_at, extra)
     else:
         deadline = time.monotonic() + write_retry_seconds()
-        extra.update(outcome.extra)
-        if save_model:
-            from kubenas.trainer.export import torchscript_bytes
-
-            model = torchscript_bytes(outcome.model, outcome.example_input)
-            _until_stored(f"{model_key(trial_id)}: model write",
-                          lambda: store.put(model_key(trial_id), model), deadline)
-            extra["model_key"] = model_key(trial_id)
-        record = ResultRecord(
-            experiment=experiment, trial_id=trial_id, architecture=architecture,
-            status="succeeded", reward=float(outcome.reward), metrics=outcome.metrics,
-            timings=_timings(started_at, outcome.metrics), extra=extra)
-    record = _publish(store, dataclasses.replace(record, cost=measure_cost(earlier_seconds)),
-                      deadline)
+        record = _succeeded(experiment, trial_id, architecture, store, outcome, save_model,
+                            attempt.started_at, extra, deadline)
+    cost = measure_cost(attempt.earlier_seconds)
+    record = _publish(store, dataclasses.replace(record, cost=cost), deadline)
     try:
         store.delete(ckey)
     except StorageError as exc:  # the result is safe; a stale checkpoint is only litter

@@ -230,12 +230,12 @@ def validate_trainer_config(d: Optional[Mapping], space: str = "cnn",
     return it (a plain JSON-able copy) for the children. Errors name the field.
 
     cnn (and nasbench201, whose trials never train): ``TrainerConfig``; rnn_cell: the
-    language model's own config (``kubenas.trainer.lm.LMConfig``, imported lazily)."""
+    language model's own config (``kubenas.trainer.lm_config.LMConfig``, imported lazily)."""
     if d is None:
         d = {}
     if space == "rnn_cell":
         try:
-            from kubenas.trainer.lm import LMConfig
+            from kubenas.trainer.lm_config import LMConfig
         except ImportError as exc:
             raise ContractError(f"{where}: the rnn_cell trainer is not available in this "
                                 f"build ({exc})") from None

@@ -53,3 +53,9 @@ class UnsupportedSpace(ChildFailure):
     """No trainer for this architecture's search space is available in this build."""
 
     kind = "UnsupportedSpace"
+
+
+class Diverged(ChildFailure):
+    """Training blew up: a non-finite loss or gradient, or an exploding perplexity."""
+
+    kind = "Diverged"

@@ -111,6 +111,94 @@ def evaluate(model: nn.Module, data: ImageSplit, batch_size: int = 512,
     return loss.item() / n, correct.item() / n
 
 
+def child_failure(exc: BaseException, epoch: int, first_step: bool,
+                  metrics: list) -> Optional[ChildFailure]:
+    """The architecture's fault ``exc`` (raised in 0-based ``epoch``) is, or None: running out
+    of memory, or the very first training step failing (a shape or kernel error)."""
+    if is_oom(exc):
+        return OutOfMemory(f"epoch {epoch + 1}: {type(exc).__name__}: {_first_line(exc)}", metrics)
+    if first_step:
+        return TrainingError(f"the first training step failed: {type(exc).__name__}: "
+                             f"{_first_line(exc)}", metrics)
+    return None
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+@dataclass
+class _Batches:
+    """What every epoch of one ``fit`` cuts its batches from, and the steps taken so far."""
+
+    train: ImageSplit
+    starts: list[int]
+    augment: BatchAugment
+    memory_format: torch.memory_format
+    steps_done: int = 0     # still 0 when an error comes: the very first step failed
+
+
+def _resume(model: nn.Module, optimizer: torch.optim.Optimizer, resume: Optional[dict],
+            config: TrainerConfig) -> tuple[list[EpochMetrics], int]:
+    """Load ``resume`` (a checkpoint ``on_epoch`` received) if given: (metrics, epochs done)."""
+    if resume is None:
+        return [], 0
+    model.load_state_dict(resume["model"])
+    optimizer.load_state_dict(resume["optimizer"])
+    log.info("resuming after epoch %d of %d", int(resume["epoch"]), config.epochs)
+    return [EpochMetrics(**m) for m in resume["metrics"]], int(resume["epoch"])
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: _Batches,
+                 config: TrainerConfig, epoch: int, device: torch.device
+                 ) -> tuple[float, float, int, float]:
+    """One pass in 0-based ``epoch``'s seeded order: (mean loss, accuracy, examples, last lr)."""
+    n, starts = len(batches.train), batches.starts
+    total_steps = config.epochs * len(starts)
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=gen).to(device)
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    lr = config.learning_rate
+    for i, s in enumerate(starts):
+        idx = perm[s:s + config.batch_size]
+        x = batches.augment(batches.train.images[idx], gen, batches.memory_format)
+        y = batches.train.labels[idx]
+        lr = lr_at(config, epoch * len(starts) + i, total_steps, epoch)
+        set_lr(optimizer, lr)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        batches.steps_done += 1
+        loss_sum += loss.detach().double() * len(idx)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(idx)
+    return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), seen, lr
+
+
+def _epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: _Batches, val: ImageSplit,
+           config: TrainerConfig, epoch: int, device: torch.device) -> EpochMetrics:
+    """Train 0-based ``epoch`` and validate: its metrics (logged)."""
+    t0 = time.perf_counter()
+    train_loss, train_acc, seen, lr = _train_epoch(model, optimizer, batches, config, epoch, device)
+    t_train = time.perf_counter() - t0
+    val_loss, val_acc = evaluate(model, val, config.eval_batch_size, batches.memory_format)
+    seconds = time.perf_counter() - t0
+    m = EpochMetrics(epoch=epoch + 1, train_loss=train_loss, val_acc=val_acc,
+                     train_acc=train_acc, val_loss=val_loss, seconds=round(seconds, 4),
+                     extra={"lr": lr, "train_seconds": round(t_train, 4),
+                            "images_per_second": round(seen / max(t_train, 1e-9), 1)})
+    log.info("epoch %d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f "
+             "(%.1fs, %.0f img/s)", epoch + 1, config.epochs, train_loss, train_acc,
+             val_loss, val_acc, seconds, m.extra["images_per_second"])
+    return m
+
+
 def fit(model: nn.Module, train: ImageSplit, val: ImageSplit, config: TrainerConfig, *,
         augment: Optional[BatchAugment] = None, device: Optional[torch.device] = None,
         resume: Optional[dict] = None,
@@ -120,67 +208,21 @@ def fit(model: nn.Module, train: ImageSplit, val: ImageSplit, config: TrainerCon
     Raises ``OutOfMemory`` when memory runs out and ``TrainingError`` when the very first
     step fails (both ``ChildFailure``: the architecture's fault); other errors propagate."""
     device = device or next(model.parameters()).device
-    augment = augment or BatchAugment()
     # NHWC activations: mkldnn/cuDNN convolutions run faster on them (measured ~25% per
     # training step on CPU, see benchmarks/trainer_throughput.py); the maths is unchanged.
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=fmt)
     train, val = train.to(device), val.to(device)
     optimizer = make_optimizer(model, config)
-    metrics: list[EpochMetrics] = []
-    start_epoch = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        metrics = [EpochMetrics(**m) for m in resume["metrics"]]
-        start_epoch = int(resume["epoch"])
-        log.info("resuming after epoch %d of %d", start_epoch, config.epochs)
+    metrics, start_epoch = _resume(model, optimizer, resume, config)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-    n = len(train)
-    starts = batch_starts(n, config.batch_size)
-    total_steps = config.epochs * len(starts)
-    steps_done = 0
+    batches = _Batches(train, batch_starts(len(train), config.batch_size),
+                       augment or BatchAugment(), fmt)
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, config.epochs):
-            t0 = time.perf_counter()
-            gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            perm = torch.randperm(n, generator=gen).to(device)
-            model.train()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            seen = 0
-            lr = config.learning_rate
-            for i, s in enumerate(starts):
-                idx = perm[s:s + config.batch_size]
-                x = augment(train.images[idx], gen, fmt)
-                y = train.labels[idx]
-                lr = lr_at(config, epoch * len(starts) + i, total_steps, epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                steps_done += 1
-                loss_sum += loss.detach().double() * len(idx)
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += len(idx)
-            train_loss, train_acc = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
-            t_train = time.perf_counter() - t0
-            val_loss, val_acc = evaluate(model, val, config.eval_batch_size, fmt)
-            seconds = time.perf_counter() - t0
-            m = EpochMetrics(epoch=epoch + 1, train_loss=train_loss, val_acc=val_acc,
-                             train_acc=train_acc, val_loss=val_loss, seconds=round(seconds, 4),
-                             extra={"lr": lr, "train_seconds": round(t_train, 4),
-                                    "images_per_second": round(seen / max(t_train, 1e-9), 1)})
-            metrics.append(m)
-            log.info("epoch %d/%d train_loss %.4f train_acc %.4f val_loss %.4f val_acc %.4f "
-                     "(%.1fs, %.0f img/s)", epoch + 1, config.epochs, train_loss, train_acc,
-                     val_loss, val_acc, seconds, m.extra["images_per_second"])
+            metrics.append(_epoch(model, optimizer, batches, val, config, epoch, device))
             if on_epoch is not None:
                 on_epoch({"format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
                           "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -188,15 +230,12 @@ def fit(model: nn.Module, train: ImageSplit, val: ImageSplit, config: TrainerCon
     except ChildFailure:
         raise
     except Exception as exc:  # noqa: BLE001 - sorted into the architecture's fault or not
-        if is_oom(exc):
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            raise OutOfMemory(f"epoch {epoch + 1}: {type(exc).__name__}: {_first_line(exc)}",
-                              metrics) from exc
-        if steps_done == 0 and not metrics:
-            raise TrainingError(f"the first training step failed: {type(exc).__name__}: "
-                                f"{_first_line(exc)}", metrics) from exc
-        raise
+        failure = child_failure(exc, epoch, batches.steps_done == 0 and not metrics, metrics)
+        if failure is None:
+            raise
+        if isinstance(failure, OutOfMemory) and device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise failure from exc
     return metrics
 
 

@@ -45,7 +45,7 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 PRELOAD = ("torch", "torch.optim", "kubenas.cli", "kubenas.trainer.child",
            "kubenas.trainer.export", "kubenas.trainer.data", "kubenas.trainer.data.digits",
            "kubenas.storage.local")
-OPTIONAL_PRELOAD = ("torch._dynamo", "sklearn.datasets", "kubenas.trainer.lm")
+OPTIONAL_PRELOAD = ("torch._dynamo", "sklearn.datasets", "kubenas.trainer.lm_child")
 
 
 def die_with_parent() -> None:  # pragma: no cover - runs in a freshly started process

@@ -42,7 +42,7 @@ def test_defaults_are_the_papers_axes_per_space():
 
 def test_search_epoch_defaults_are_the_trainers():
     from kubenas.trainer.config import TrainerConfig
-    from kubenas.trainer.lm import LMConfig
+    from kubenas.trainer.lm_config import LMConfig
 
     assert SEARCH_EPOCHS_DEFAULT == {"cnn": TrainerConfig().epochs, "rnn_cell": LMConfig().epochs}
 

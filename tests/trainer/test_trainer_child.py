@@ -221,7 +221,7 @@ def test_out_of_memory_in_the_first_step_is_a_failed_result(tmp_path, small_cnn,
 
 
 def test_rnn_cell_without_the_language_model_trainer_is_a_failed_result(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "kubenas.trainer.lm", None)  # import -> ImportError
+    monkeypatch.setitem(sys.modules, "kubenas.trainer.lm_child", None)  # import -> ImportError
     rec = train_child("lm", "exp", RNN_CELL, {}, LocalStore(tmp_path))
     assert rec.status == "failed" and rec.reason.startswith("UnsupportedSpace: ")
     assert "train_language_model" in rec.reason
@@ -234,7 +234,7 @@ def test_rnn_cell_is_handed_to_the_language_model_trainer(tmp_path, monkeypatch)
         calls.append((trial_id, experiment, trainer_config, cache_dir))
         return "the lm's record"
 
-    monkeypatch.setitem(sys.modules, "kubenas.trainer.lm",
+    monkeypatch.setitem(sys.modules, "kubenas.trainer.lm_child",
                         types.SimpleNamespace(train_language_model=fake))
     out = train_child("lm", "exp", RNN_CELL, {"bptt": 35}, LocalStore(tmp_path), cache_dir="/c")
     assert out == "the lm's record" and calls == [("lm", "exp", {"bptt": 35}, "/c")]
