@@ -26,6 +26,7 @@ from kubenas.operator import constants as C
 from kubenas.operator.naming import job_name, label_value
 from kubenas.operator.settings import Settings
 from kubenas.operator.validation import parse_experiment_object, parse_trial_object
+from kubenas.operator.views import ExperimentView, TrialView
 
 DEFAULT_BACKOFF_LIMIT = 2       # the child resumes from its checkpoint, so a retry is cheap
 
@@ -64,8 +65,7 @@ def store_url(exp: Experiment) -> str:
 def trainer_config(trial: Mapping[str, Any], exp: Experiment) -> dict:
     """The Trial's own trainer settings (copied from the Experiment when it was submitted),
     else the Experiment's."""
-    spec = trial.get("spec") or {}
-    cfg = spec.get("trainer")
+    cfg = TrialView.of(trial).spec.get("trainer")
     return copy.deepcopy(dict(cfg if cfg is not None else exp.trainer))
 
 
@@ -141,7 +141,7 @@ def container_security_context(settings: Optional[Settings]) -> dict:
 
 def image_of(experiment: Mapping[str, Any], image: Optional[str],
              settings: Optional[Settings]) -> str:
-    return ((experiment.get("spec") or {}).get("image") or image
+    return (ExperimentView.of(experiment).spec.get("image") or image
             or (settings.image if settings is not None else None) or C.DEFAULT_IMAGE)
 
 
