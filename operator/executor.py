@@ -24,7 +24,8 @@ from kubenas.controller.interfaces import Executor, TrialRefused, TrialRequest
 from kubenas.operator import constants as C
 from kubenas.operator.jobs import owner_reference, trial_labels
 from kubenas.operator.informer import Informer
-from kubenas.operator.kube import Kube, KubeError, TransportError, custom_path, patch_status
+from kubenas.operator.kube import Kube, KubeError, TransportError, custom_path
+from kubenas.operator.patches import patch_status
 from kubenas.operator.naming import is_dns_label, label_value
 from kubenas.operator.settings import Settings
 from kubenas.operator.status import drop_empty, now_iso, set_condition
@@ -394,8 +395,8 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
 
 
 def _set_phase(new: dict, old: Mapping, phase: Optional[str], force: bool, what: str) -> None:
-    """A new phase, with its start/completion time; a terminal phase is kept unless ``force``
-    (a controller restarted after the end must not revive the Experiment)."""
+    """``phase`` into ``new``, with its start / completion time; a terminal phase is kept
+    (the write of another phase is logged and left out) unless ``force``."""
     if phase is None or phase == old.get("phase"):
         return
     if old.get("phase") in C.EXPERIMENT_TERMINAL and not force:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 from urllib.parse import quote
 
 from kubenas.operator import constants as C
@@ -94,28 +94,6 @@ def deployments_path(namespace: Optional[str] = None, name: Optional[str] = None
 def core_path(plural: str, namespace: Optional[str] = None, name: Optional[str] = None) -> str:
     path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{plural}" if namespace else f"/api/v1/{plural}"
     return f"{path}/{quote(name, safe='')}" if name else path
-
-
-def status_patch(old: Mapping, new: Mapping, resource_version: Optional[str]) -> dict:
-    """The merge patch that turns ``status`` ``old`` into ``new``: keys of ``old`` that ``new``
-    lacks are sent as null (a merge patch removes only what it names), and
-    ``metadata.resourceVersion`` makes the API server refuse it (409) if the object changed
-    since ``old`` was read, so a write never rests on a stale read."""
-    if resource_version is None:   # an unguarded write could undo someone else's
-        raise ValueError("a status patch needs the resourceVersion it was read at")
-    patch = dict(new)
-    for key in old:
-        if key not in new:
-            patch[key] = None
-    return {"metadata": {"resourceVersion": resource_version}, "status": patch}
-
-
-def patch_status(kube: "Kube", plural: str, namespace: Optional[str], name: Optional[str],
-                 resource_version: Optional[str], old: Mapping, new: Mapping) -> dict:
-    """Merge-patch a custom object's ``status`` subresource from ``old`` to ``new`` (see
-    ``status_patch``); KubeError as the API server answers (``conflict``: re-read, redo)."""
-    return kube.merge_patch(custom_path(plural, namespace, name, "status"),
-                            status_patch(old, new, resource_version))
 
 
 class Kube:

@@ -21,8 +21,8 @@ from kubenas.operator import metrics as M
 from kubenas.operator.events import EventRecorder
 from kubenas.operator.informer import Informer
 from kubenas.operator.jobs import build_job, owner_reference
-from kubenas.operator.kube import (Kube, KubeError, custom_path, deployments_path, jobs_path,
-                                   patch_status)
+from kubenas.operator.kube import Kube, KubeError, custom_path, deployments_path, jobs_path
+from kubenas.operator.patches import patch_status
 from kubenas.operator.naming import job_name, label_value
 from kubenas.operator.results import (ResultStoreError, StoreProvider, read_result,
                                       write_failed_result)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kubenas.operator.kube import custom_path, patch_status, status_patch
+from kubenas.operator.kube import custom_path
+from kubenas.operator.patches import patch_status, status_patch
 
 
 def test_the_patch_sets_the_new_status_nulls_what_went_and_names_the_version_read():
