@@ -14,12 +14,14 @@ import hashlib
 import json
 from typing import Any, Mapping, Optional
 
+from kubenas.experiment import Experiment
 from kubenas.operator import constants as C
 from kubenas.operator.jobs import (common_labels, container_security_context, image_of,
                                    owner_reference, pod_security_context)
 from kubenas.operator.naming import label_value, shorten
 from kubenas.operator.settings import Settings
 from kubenas.operator.validation import parse_experiment_object
+from kubenas.operator.views import ExperimentView
 
 ANNOTATION_HASH = "kubenas.dev/template-hash"
 
@@ -40,13 +42,32 @@ def build_controller_deployment(experiment: Mapping[str, Any], settings: Setting
     ``replicas``: None for the Experiment's own (``spec.controller.replicas``, else the
     operator's default); 0 to park it."""
     exp = parse_experiment_object(experiment, settings)
-    meta = experiment["metadata"]
-    ns = meta.get("namespace")
-    opts = dict((experiment.get("spec") or {}).get("controller") or {})
+    ns = experiment["metadata"].get("namespace")
+    opts = ExperimentView.of(experiment).controller_options
     if replicas is None:
         replicas = int(opts.get("replicas", settings.controller_replicas))
     pod_labels = {**common_labels(exp.name, "controller"), **settings.controller_labels,
                   **controller_selector(exp.name)}
+    template = {"metadata": {"labels": pod_labels},
+                "spec": controller_pod_spec(controller_container(experiment, exp, ns, opts, settings),
+                                            opts, settings)}
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": controller_name(exp.name), "namespace": ns,
+                     "labels": {**common_labels(exp.name, "controller"), **controller_selector(exp.name)},
+                     "annotations": {ANNOTATION_HASH: digest},
+                     "ownerReferences": [owner_reference(experiment)]},
+        "spec": {"replicas": replicas, "revisionHistoryLimit": 2,
+                 "strategy": {"type": "Recreate"},
+                 "selector": {"matchLabels": controller_selector(exp.name)},
+                 "template": template},
+    }
+
+
+def controller_env(exp: Experiment, ns: Optional[str], settings: Settings) -> list:
+    """The controller's environment: the operator's Experiment defaults (it validates the
+    spec as the operator does), its store's endpoint and region, credentials by reference."""
     storage = exp.storage
     env = [{"name": "HOME", "value": "/tmp"},
            {"name": "KUBENAS_CACHE_DIR", "value": "/tmp/kubenas-cache"},
@@ -66,13 +87,18 @@ def build_controller_deployment(experiment: Mapping[str, Any], settings: Setting
         for key in (C.ENV_ACCESS_KEY, C.ENV_SECRET_KEY):
             env.append({"name": key, "valueFrom": {"secretKeyRef": {
                 "name": storage["secretName"], "key": key}}})
+    return env
+
+
+def controller_container(experiment: Mapping[str, Any], exp: Experiment, ns: Optional[str],
+                         opts: Mapping[str, Any], settings: Settings) -> dict:
     args = ["controller", "--experiment", exp.name, "--namespace", ns or "default"]
     container: dict = {
         "name": "controller",
         "image": image_of(experiment, None, settings),
         "command": list(settings.controller_command),
         "args": args,
-        "env": env,
+        "env": controller_env(exp, ns, settings),
         "securityContext": container_security_context(settings),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
@@ -85,6 +111,11 @@ def build_controller_deployment(experiment: Mapping[str, Any], settings: Setting
         container["resources"] = copy.deepcopy(resources)
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
+    return container
+
+
+def controller_pod_spec(container: dict, opts: Mapping[str, Any], settings: Settings) -> dict:
+    """The controller's pod, placed by ``spec.controller`` else the operator's defaults."""
     pod: dict = {
         "containers": [container],
         "securityContext": pod_security_context(settings),
@@ -101,16 +132,4 @@ def build_controller_deployment(experiment: Mapping[str, Any], settings: Setting
         value = opts.get(key) or default
         if value:
             pod[key] = copy.deepcopy(value)
-    template = {"metadata": {"labels": pod_labels}, "spec": pod}
-    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": controller_name(exp.name), "namespace": ns,
-                     "labels": {**common_labels(exp.name, "controller"), **controller_selector(exp.name)},
-                     "annotations": {ANNOTATION_HASH: digest},
-                     "ownerReferences": [owner_reference(experiment)]},
-        "spec": {"replicas": replicas, "revisionHistoryLimit": 2,
-                 "strategy": {"type": "Recreate"},
-                 "selector": {"matchLabels": controller_selector(exp.name)},
-                 "template": template},
-    }
+    return pod

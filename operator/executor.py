@@ -25,10 +25,12 @@ from kubenas.operator import constants as C
 from kubenas.operator.jobs import owner_reference, trial_labels
 from kubenas.operator.informer import Informer
 from kubenas.operator.kube import Kube, KubeError, TransportError, custom_path
+from kubenas.operator.patches import patch_status
 from kubenas.operator.naming import is_dns_label, label_value
 from kubenas.operator.settings import Settings
 from kubenas.operator.status import drop_empty, now_iso, set_condition
 from kubenas.operator.validation import find_pool, parse_experiment_object, state_owner
+from kubenas.operator.views import ExperimentView, TrialView
 
 log = logging.getLogger("kubenas.operator")
 
@@ -125,7 +127,7 @@ class KubernetesExecutor(Executor):
             f"listing trials of experiment {self.namespace}/{self.experiment_name}",
             lambda: self.kube.list_all(custom_path(C.TRIAL_PLURAL, self.namespace),
                                        label_selector=selector))
-        return [t for t in items if (t.get("spec") or {}).get("experiment") == self.experiment_name]
+        return [t for t in items if TrialView.of(t).experiment == self.experiment_name]
 
     def trials(self) -> list:
         """All Trial objects of this Experiment (fresh list)."""
@@ -226,18 +228,17 @@ class KubernetesExecutor(Executor):
                 f"delete trials -l {C.LABEL_EXPERIMENT}={label_value(self.experiment_name)})")
 
     def _not_this_sample(self, have: dict, architecture: Architecture) -> Optional[str]:
-        meta = have.get("metadata") or {}
+        trial = TrialView.of(have)
         owner = state_owner(self.experiment_obj)
         ours = {owner["uid"], owner["resumeFrom"]} - {None}
-        theirs = (meta.get("annotations") or {}).get(C.ANNOTATION_EXPERIMENT_UID)
+        theirs = trial.meta.annotations.get(C.ANNOTATION_EXPERIMENT_UID)
         if theirs is None:   # made by hand, or by a kubenas that did not annotate: the owner
-            refs = [r.get("uid") for r in meta.get("ownerReferences") or []
-                    if r.get("kind") == C.EXPERIMENT_KIND]
+            refs = [r.get("uid") for r in trial.meta.owners(C.EXPERIMENT_KIND)]
             theirs = next((u for u in refs if u in ours), refs[0] if refs else "none")
         if theirs not in ours:
             return f"made by Experiment uid {theirs}, this one is uid {owner['uid']}"
         try:
-            same = Architecture.from_dict((have.get("spec") or {}).get("architecture"),
+            same = Architecture.from_dict(trial.architecture,
                                           "spec.architecture").to_dict() == architecture.to_dict()
         except (ContractError, TypeError, ValueError):
             same = False
@@ -255,9 +256,8 @@ class KubernetesExecutor(Executor):
             if exc.not_found:
                 return None
             raise
-        if (trial.get("spec") or {}).get("experiment") != self.experiment_name:
-            return None
-        return trial.get("status") or {}
+        view = TrialView.of(trial)
+        return view.status if view.experiment == self.experiment_name else None
 
     def stop_requested(self) -> Optional[str]:
         """Why the search should stop now (the Experiment is finished, stopped or being
@@ -302,10 +302,11 @@ class TrialSlots:
 
     @staticmethod
     def _view(trial: dict) -> dict:
-        meta, spec = trial.get("metadata") or {}, trial.get("spec") or {}
-        return {"metadata": {k: meta.get(k) for k in ("name", "namespace", "resourceVersion")},
-                "spec": {k: spec.get(k) for k in ("experiment", "pool")},
-                "status": {"phase": (trial.get("status") or {}).get("phase")}}
+        view = TrialView.of(trial)
+        return {"metadata": {"name": view.name, "namespace": view.meta.namespace,
+                             "resourceVersion": view.meta.resource_version},
+                "spec": {"experiment": view.experiment, "pool": view.pool},
+                "status": {"phase": view.phase}}
 
     def _unfinished_pool(self, trial: dict) -> Optional[str]:
         if trial["spec"]["experiment"] != self.experiment:   # a label collision: not ours
@@ -367,18 +368,9 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
     path = custom_path(C.EXPERIMENT_PLURAL, namespace, name)
     for attempt in range(retries):
         obj = backoff.call(f"reading experiment {namespace}/{name}", lambda: kube.get(path))
-        old = obj.get("status") or {}
+        old = ExperimentView.of(obj).status
         new = copy.deepcopy(old)
-        if phase is not None and phase != old.get("phase"):
-            if old.get("phase") in C.EXPERIMENT_TERMINAL and not force_phase:
-                log.info("experiment %s/%s is %s; not moving it to %s", namespace, name,
-                         old.get("phase"), phase)
-            else:
-                new["phase"] = phase
-                if phase == C.EXP_RUNNING:
-                    new.setdefault("startTime", now_iso())
-                if phase in C.EXPERIMENT_TERMINAL:
-                    new["completionTime"] = now_iso()
+        _set_phase(new, old, phase, force_phase, f"{namespace}/{name}")
         if message is not None:
             new["message"] = message
         _merge_best(new, old, best_reward, best_trial, best_architecture)
@@ -386,29 +378,45 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
             new["policyVersion"] = int(policy_version)
         for key, value in (counts or {}).items():
             new[key] = int(value)
-        conds = list(new.get("conditions") or [])
-        for c in conditions:
-            conds = set_condition(conds, c["type"], c.get("status", "True"), c.get("reason", ""),
-                                  c.get("message", ""))
-        if conds:
-            new["conditions"] = conds
+        _merge_conditions(new, conditions)
         new = drop_empty(new)
         if new == old:
             return obj
-        patch = dict(new)
-        for key in old:
-            if key not in new:
-                patch[key] = None
-        body = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "status": patch}
-        status_path = custom_path(C.EXPERIMENT_PLURAL, namespace, name, "status")
+        rv = obj["metadata"]["resourceVersion"]
         try:
             return backoff.call(f"writing experiment {namespace}/{name} status",
-                                lambda: kube.merge_patch(status_path, body))
+                                lambda: patch_status(kube, C.EXPERIMENT_PLURAL, namespace, name,
+                                                     rv, old, new))
         except KubeError as exc:
             if not exc.conflict or attempt == retries - 1:
                 raise
             backoff.sleep(backoff.delay(attempt))   # someone else wrote: re-read, redo
     raise RuntimeError("unreachable")
+
+
+def _set_phase(new: dict, old: Mapping, phase: Optional[str], force: bool, what: str) -> None:
+    """``phase`` into ``new``, with its start / completion time; a terminal phase is kept
+    (the write of another phase is logged and left out) unless ``force``."""
+    if phase is None or phase == old.get("phase"):
+        return
+    if old.get("phase") in C.EXPERIMENT_TERMINAL and not force:
+        log.info("experiment %s is %s; not moving it to %s", what, old.get("phase"), phase)
+        return
+    new["phase"] = phase
+    if phase == C.EXP_RUNNING:
+        new.setdefault("startTime", now_iso())
+    if phase in C.EXPERIMENT_TERMINAL:
+        new["completionTime"] = now_iso()
+
+
+def _merge_conditions(new: dict, conditions: Iterable[Mapping]) -> None:
+    """``conditions`` merged by type into ``new``'s (kept absent when there are none)."""
+    conds = list(new.get("conditions") or [])
+    for c in conditions:
+        conds = set_condition(conds, c["type"], c.get("status", "True"), c.get("reason", ""),
+                              c.get("message", ""))
+    if conds:
+        new["conditions"] = conds
 
 
 def _merge_best(new: dict, old: Mapping, best_reward: Optional[float],

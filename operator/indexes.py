@@ -21,6 +21,7 @@ from typing import Optional
 
 from kubenas.operator import constants as C
 from kubenas.operator.status import experiment_counts_from, is_terminal, observe_job
+from kubenas.operator.views import Meta, TrialView
 
 BY_EXPERIMENT = "experiment"
 BY_PHASE = "phase"
@@ -30,39 +31,43 @@ IN_FLIGHT = "in-flight"
 BY_TRIAL = "trial"
 
 
-def _ns(obj: dict) -> str:
-    return (obj.get("metadata") or {}).get("namespace") or ""
+def _of_experiment(trial: dict) -> Optional[tuple]:
+    t = TrialView.of(trial)
+    return (t.meta.ns, t.experiment) if t.experiment else None
 
 
-def _experiment(trial: dict) -> Optional[str]:
-    return (trial.get("spec") or {}).get("experiment")
+def _of_phase(trial: dict) -> Optional[tuple]:
+    t = TrialView.of(trial)
+    return (t.meta.ns, t.experiment, t.phase or C.TRIAL_PENDING) if t.experiment else None
 
 
-def _phase(trial: dict) -> str:
-    return (trial.get("status") or {}).get("phase") or C.TRIAL_PENDING
+def _unfinished_of(trial: dict) -> Optional[tuple]:
+    t = TrialView.of(trial)
+    return None if t.terminal or not t.experiment else (t.meta.ns, t.experiment)
 
 
 TRIAL_INDEXERS = {
-    BY_EXPERIMENT: lambda t: (_ns(t), _experiment(t)) if _experiment(t) else None,
-    BY_PHASE: lambda t: (_ns(t), _experiment(t), _phase(t)) if _experiment(t) else None,
+    BY_EXPERIMENT: _of_experiment,
+    BY_PHASE: _of_phase,
     UNFINISHED: lambda t: None if is_terminal(t) else True,
-    UNFINISHED_OF: lambda t: None if is_terminal(t) or not _experiment(t) else (_ns(t), _experiment(t)),
+    UNFINISHED_OF: _unfinished_of,
 }
 
 
 def _job_in_flight(job: dict) -> Optional[tuple]:
-    labels = (job.get("metadata") or {}).get("labels") or {}
     if observe_job(job, []).finished:
         return None
-    return (_ns(job), labels.get(C.LABEL_EXPERIMENT), labels.get(C.LABEL_POOL))
+    meta = Meta.of(job)
+    return (meta.ns, meta.labels.get(C.LABEL_EXPERIMENT), meta.labels.get(C.LABEL_POOL))
 
 
 JOB_INDEXERS = {IN_FLIGHT: _job_in_flight}
 
 
 def _pod_trial(pod: dict) -> Optional[tuple]:
-    trial = ((pod.get("metadata") or {}).get("annotations") or {}).get(C.ANNOTATION_TRIAL)
-    return (_ns(pod), trial) if trial else None
+    meta = Meta.of(pod)
+    trial = meta.annotations.get(C.ANNOTATION_TRIAL)
+    return (meta.ns, trial) if trial else None
 
 
 POD_INDEXERS = {BY_TRIAL: _pod_trial}
@@ -84,10 +89,10 @@ class BestTrials:
         self._best: dict = {}
 
     def observe(self, trial: dict) -> None:
-        st = trial.get("status") or {}
-        if st.get("phase") != C.TRIAL_SUCCEEDED or st.get("reward") is None or not _experiment(trial):
+        t = TrialView.of(trial)
+        if t.phase != C.TRIAL_SUCCEEDED or t.reward is None or not t.experiment:
             return
-        key, entry = (_ns(trial), _experiment(trial)), (float(st["reward"]), trial["metadata"]["name"])
+        key, entry = (t.meta.ns, t.experiment), (float(t.reward), trial["metadata"]["name"])
         with self._lock:
             if key not in self._best or entry[0] > self._best[key][0]:
                 self._best[key] = entry

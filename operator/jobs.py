@@ -26,6 +26,7 @@ from kubenas.operator import constants as C
 from kubenas.operator.naming import job_name, label_value
 from kubenas.operator.settings import Settings
 from kubenas.operator.validation import parse_experiment_object, parse_trial_object
+from kubenas.operator.views import ExperimentView, TrialView
 
 DEFAULT_BACKOFF_LIMIT = 2       # the child resumes from its checkpoint, so a retry is cheap
 
@@ -64,8 +65,7 @@ def store_url(exp: Experiment) -> str:
 def trainer_config(trial: Mapping[str, Any], exp: Experiment) -> dict:
     """The Trial's own trainer settings (copied from the Experiment when it was submitted),
     else the Experiment's."""
-    spec = trial.get("spec") or {}
-    cfg = spec.get("trainer")
+    cfg = TrialView.of(trial).spec.get("trainer")
     return copy.deepcopy(dict(cfg if cfg is not None else exp.trainer))
 
 
@@ -141,7 +141,7 @@ def container_security_context(settings: Optional[Settings]) -> dict:
 
 def image_of(experiment: Mapping[str, Any], image: Optional[str],
              settings: Optional[Settings]) -> str:
-    return ((experiment.get("spec") or {}).get("image") or image
+    return (ExperimentView.of(experiment).spec.get("image") or image
             or (settings.image if settings is not None else None) or C.DEFAULT_IMAGE)
 
 
@@ -172,15 +172,33 @@ def build_job(trial: Mapping[str, Any], experiment: Mapping[str, Any], *,
     arch, pool = parse_trial_object(trial, exp)
     tmeta = trial["metadata"]
     tname, namespace = tmeta["name"], tmeta.get("namespace")
-    js = exp.job_settings
     labels = trial_labels(exp.name, tname, pool.name)
     annotations = {C.ANNOTATION_TRIAL: tname}
+    container = child_container(image_of(experiment, image, settings), child_command,
+                                child_args(tname, exp, arch, trainer_config(trial, exp)),
+                                exp, pool, settings)
+    template = {"metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+                "spec": child_pod_spec(container, pool, settings)}
+    metadata: dict = {
+        "name": job_name(tname),
+        "labels": labels,
+        "annotations": annotations,
+        "ownerReferences": [owner_reference(trial)],
+    }
+    if namespace:
+        metadata["namespace"] = namespace
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata,
+            "spec": job_spec(exp.job_settings, template, settings)}
 
+
+def child_container(image: str, command: Sequence[str], args: list, exp: Experiment,
+                    pool: WorkerPool, settings: Optional[Settings]) -> dict:
+    """The child's one container: its program, environment, pool resources, locked down."""
     container = {
         "name": C.CONTAINER_NAME,
-        "image": image_of(experiment, image, settings),
-        "command": list(child_command),
-        "args": child_args(tname, exp, arch, trainer_config(trial, exp)),
+        "image": image,
+        "command": list(command),
+        "args": args,
         "env": child_env(exp),
         "resources": child_resources(pool),
         "securityContext": container_security_context(settings),
@@ -189,6 +207,11 @@ def build_job(trial: Mapping[str, Any], experiment: Mapping[str, Any], *,
     }
     if settings is not None and settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
+    return container
+
+
+def child_pod_spec(container: dict, pool: WorkerPool, settings: Optional[Settings]) -> dict:
+    """The child's pod: run once, no API access, placed on its worker pool."""
     pod_spec: dict = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,   # a child never talks to the API server
@@ -207,26 +230,20 @@ def build_job(trial: Mapping[str, Any], experiment: Mapping[str, Any], *,
         pod_spec["tolerations"] = copy.deepcopy(list(pool.tolerations))
     if pool.affinity:
         pod_spec["affinity"] = copy.deepcopy(dict(pool.affinity))
+    return pod_spec
 
-    job_spec: dict = {
-        "backoffLimit": js.get("backoffLimit", DEFAULT_BACKOFF_LIMIT),
+
+def job_spec(job_settings: Mapping[str, Any], template: dict, settings: Optional[Settings]) -> dict:
+    """One pod at a time, retried ``backoffLimit`` times, within the Experiment's limits."""
+    spec: dict = {
+        "backoffLimit": job_settings.get("backoffLimit", DEFAULT_BACKOFF_LIMIT),
         "completions": 1,
         "parallelism": 1,
-        "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)},
-                     "spec": pod_spec},
+        "template": template,
     }
-    if js.get("activeDeadlineSeconds"):
-        job_spec["activeDeadlineSeconds"] = js["activeDeadlineSeconds"]
-    ttl = job_ttl(js, settings)   # TTLAfterFinished: alpha in 1.20, harmless where ignored
+    if job_settings.get("activeDeadlineSeconds"):
+        spec["activeDeadlineSeconds"] = job_settings["activeDeadlineSeconds"]
+    ttl = job_ttl(job_settings, settings)   # TTLAfterFinished: alpha in 1.20, harmless where ignored
     if ttl is not None:
-        job_spec["ttlSecondsAfterFinished"] = ttl
-
-    metadata: dict = {
-        "name": job_name(tname),
-        "labels": labels,
-        "annotations": annotations,
-        "ownerReferences": [owner_reference(trial)],
-    }
-    if namespace:
-        metadata["namespace"] = namespace
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+        spec["ttlSecondsAfterFinished"] = ttl
+    return spec

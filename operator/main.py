@@ -30,10 +30,11 @@ from kubenas.operator.events import EventRecorder
 from kubenas.operator.informer import Informer, InformerGroup, WorkQueue
 from kubenas.operator.kube import (Kube, KubeError, TransportError, core_path, custom_path,
                                    deployments_path, jobs_path)
-from kubenas.operator.reconciler import Conflict, Reconciler, experiment_stopping
+from kubenas.operator.reconciler import Conflict, Reconciler
 from kubenas.operator.results import ResultStoreError, StoreFactory, StoreProvider
 from kubenas.operator.settings import Settings
 from kubenas.operator.trim import pack_trial, trim_job, trim_metadata, trim_pod, trim_trial, unpack_trial
+from kubenas.operator.views import ExperimentView, Meta, TrialView
 
 log = logging.getLogger("kubenas.operator")
 
@@ -44,14 +45,12 @@ EXPERIMENT_STATUS_SECONDS = 1.0
 
 
 def _trial_of(obj: dict) -> Optional[str]:
-    meta = obj.get("metadata") or {}
-    name = (meta.get("annotations") or {}).get(C.ANNOTATION_TRIAL)
+    meta = Meta.of(obj)
+    name = meta.annotations.get(C.ANNOTATION_TRIAL)
     if name:
         return name
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("kind") == C.TRIAL_KIND:
-            return ref.get("name")
-    return None
+    owners = meta.owners(C.TRIAL_KIND)
+    return owners[0].get("name") if owners else None
 
 
 class Operator:
@@ -125,9 +124,8 @@ class Operator:
 
     # -- event handlers ----------------------------------------------------------------------
     def _on_trial(self, kind: str, obj: dict) -> None:
-        meta = obj.get("metadata") or {}
-        ns, name = meta.get("namespace") or "", meta.get("name")
-        exp = (obj.get("spec") or {}).get("experiment")
+        trial = TrialView.of(obj)
+        ns, name, exp = trial.meta.ns, trial.name, trial.experiment
         if kind != "DELETED":
             self.best.observe(obj)
             self.queue.add(("trial", ns, name))
@@ -135,16 +133,16 @@ class Operator:
             self.queue.add_coalesced(("experiment", ns, exp), EXPERIMENT_STATUS_SECONDS)
 
     def _on_experiment(self, kind: str, obj: dict) -> None:
-        meta = obj.get("metadata") or {}
-        ns, name = meta.get("namespace") or "", meta.get("name")
+        experiment = ExperimentView.of(obj)
+        meta = experiment.meta
+        ns, name = meta.ns, meta.name
         if kind == "DELETED":
             self._exp_seen.pop((ns, name), None)
             self.best.forget(ns, name)
         else:
             self.queue.add(("experiment", ns, name))
         # Trials need a look only when what they depend on changed (not on every count update).
-        seen = (meta.get("uid"), meta.get("generation"), experiment_stopping(obj) is not None,
-                kind == "DELETED")
+        seen = (meta.uid, meta.generation, experiment.stopping() is not None, kind == "DELETED")
         if self._exp_seen.get((ns, name)) != seen:
             if kind != "DELETED":
                 self._exp_seen[(ns, name)] = seen
@@ -154,20 +152,18 @@ class Operator:
     def _on_job(self, kind: str, obj: dict) -> None:
         trial = _trial_of(obj)
         if trial:
-            self.queue.add(("trial", (obj.get("metadata") or {}).get("namespace") or "", trial))
+            self.queue.add(("trial", Meta.of(obj).ns, trial))
 
     def _on_deployment(self, kind: str, obj: dict) -> None:
-        meta = obj.get("metadata") or {}
-        for ref in meta.get("ownerReferences") or []:
-            if ref.get("kind") == C.EXPERIMENT_KIND:
-                self.queue.add(("experiment", meta.get("namespace") or "", ref.get("name")))
+        meta = Meta.of(obj)
+        for ref in meta.owners(C.EXPERIMENT_KIND):
+            self.queue.add(("experiment", meta.ns, ref.get("name")))
 
     def _on_pod(self, kind: str, obj: dict) -> None:
-        meta = obj.get("metadata") or {}
-        ns = meta.get("namespace") or ""
-        trial = (meta.get("annotations") or {}).get(C.ANNOTATION_TRIAL)
+        meta = Meta.of(obj)
+        trial = meta.annotations.get(C.ANNOTATION_TRIAL)
         if trial:
-            self.queue.add(("trial", ns, trial))
+            self.queue.add(("trial", meta.ns, trial))
 
     # -- workers -----------------------------------------------------------------------------
     def _process(self, key: tuple) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 from kubenas.contracts import ContractError, result_key
 from kubenas.operator import constants as C
@@ -22,19 +22,21 @@ from kubenas.operator.events import EventRecorder
 from kubenas.operator.informer import Informer
 from kubenas.operator.jobs import build_job, owner_reference
 from kubenas.operator.kube import Kube, KubeError, custom_path, deployments_path, jobs_path
+from kubenas.operator.patches import patch_status
 from kubenas.operator.naming import job_name, label_value
 from kubenas.operator.results import (ResultStoreError, StoreProvider, read_result,
                                       write_failed_result)
 from kubenas.operator.indexes import IN_FLIGHT, BestTrials, phase_counts
 from kubenas.operator.status import (COND_ACCEPTED, COND_CONTROLLER, JobObservation,
                                      Outcome, apply_outcome, clip, drop_empty, get_condition,
-                                     is_terminal, now_iso, observe_job, outcome_from_result,
+                                     now_iso, observe_job, outcome_from_result,
                                      parse_time, set_condition, transition_events,
                                      unschedulable_for)
 from kubenas.operator.controller_deployment import (ANNOTATION_HASH, build_controller_deployment,
                                                     controller_name)
 from kubenas.operator.settings import Settings
 from kubenas.operator.validation import parse_experiment_object, parse_trial_object
+from kubenas.operator.views import ExperimentView, JobView, Meta, TrialView
 
 log = logging.getLogger("kubenas.operator")
 
@@ -49,23 +51,7 @@ class Conflict(Exception):
 
 def experiment_stopping(exp_obj: dict) -> Optional[str]:
     """Why an Experiment's Trials must stop (None: they may run)."""
-    meta = exp_obj.get("metadata") or {}
-    if meta.get("deletionTimestamp"):
-        return "is being deleted"
-    phase = (exp_obj.get("status") or {}).get("phase")
-    if phase in C.EXPERIMENT_TERMINAL:
-        return f"is {phase}"
-    if str((meta.get("annotations") or {}).get(C.ANNOTATION_STOP, "")).lower() == "true":
-        return f"was asked to stop ({C.ANNOTATION_STOP}=true)"
-    return None
-
-
-def _owned_by(obj: dict, kind: str, name: Optional[str] = None, uid: Optional[str] = None) -> bool:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("kind") == kind and (name is None or ref.get("name") == name) \
-                and (uid is None or ref.get("uid") == uid):
-            return True
-    return False
+    return ExperimentView.of(exp_obj).stopping()
 
 
 class Reconciler:
@@ -99,12 +85,12 @@ class Reconciler:
 
     def _trial_architecture(self, ns: str, name: str) -> Optional[dict]:
         """A Trial's architecture: the cache drops it once the Trial is finished."""
-        trial = self.trials.get(ns, name)
-        arch = ((trial or {}).get("spec") or {}).get("architecture")
+        cached = self.trials.get(ns, name)
+        arch = TrialView.of(cached).architecture if cached is not None else None
         if arch is not None:
             return arch
         try:
-            return (self.kube.get(custom_path(C.TRIAL_PLURAL, ns, name)).get("spec") or {}).get("architecture")
+            return TrialView.of(self.kube.get(custom_path(C.TRIAL_PLURAL, ns, name))).architecture
         except KubeError as exc:
             if exc.not_found:
                 return None
@@ -137,151 +123,191 @@ class Reconciler:
         return job
 
     # -- writes ------------------------------------------------------------------------------
-    def _write_trial_status(self, trial: dict, outcome: Outcome) -> dict:
-        meta = trial["metadata"]
-        old = trial.get("status") or {}
+    def _guarded(self, write: Callable[[], dict], cache: Informer, plural: str, meta: Meta,
+                 missing_ok: bool = False) -> Optional[dict]:
+        """``write()`` (a patch guarded by ``meta``'s resourceVersion), its answer cached.
+        409: the cache was stale; it gets the API server's copy and Conflict is raised (the
+        key is looked at again at once). 404 with ``missing_ok``: None (deleted meanwhile,
+        e.g. by the garbage collector)."""
+        try:
+            updated = write()
+        except KubeError as exc:
+            if exc.conflict:
+                cache.upsert(self.kube.get(custom_path(plural, meta.namespace, meta.name)))
+                raise Conflict(f"{plural[:-1]} {meta.namespace}/{meta.name} changed") from exc
+            if exc.not_found and missing_ok:
+                return None
+            raise
+        cache.upsert(updated)
+        return updated
+
+    def _patch_status(self, cache: Informer, plural: str, meta: Meta, old: Mapping,
+                      new: Mapping) -> Optional[dict]:
+        """The one status write of Trials and Experiments: ``old`` -> ``new`` guarded by the
+        resourceVersion ``old`` was read at; None if the object is gone."""
+        return self._guarded(lambda: patch_status(self.kube, plural, meta.namespace, meta.name,
+                                                  meta.resource_version, old, new),
+                             cache, plural, meta, missing_ok=True)
+
+    def _write_trial_status(self, trial: TrialView, outcome: Outcome) -> TrialView:
+        old = trial.status
         new = drop_empty(apply_outcome(old, outcome))
         if new == old:
             return trial
-        patch_status = dict(new)
-        for key in old:
-            if key not in new:
-                patch_status[key] = None
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch_status}
-        try:
-            updated = self.kube.merge_patch(
-                custom_path(C.TRIAL_PLURAL, meta["namespace"], meta["name"], "status"), body)
-        except KubeError as exc:
-            if exc.conflict:
-                fresh = self.kube.get(custom_path(C.TRIAL_PLURAL, meta["namespace"], meta["name"]))
-                self.trials.upsert(fresh)
-                raise Conflict(f"trial {meta['namespace']}/{meta['name']} changed") from exc
-            if exc.not_found:   # deleted meanwhile (e.g. by the garbage collector)
-                return trial
-            raise
-        self.trials.upsert(updated)
+        updated = self._patch_status(self.trials, C.TRIAL_PLURAL, trial.meta, old, new)
+        if updated is None:
+            return trial
         if new.get("phase") in C.TRIAL_TERMINAL and old.get("phase") != new.get("phase"):
-            log.info("trial %s/%s: %s (%s) %s", meta["namespace"], meta["name"], new["phase"],
+            log.info("trial %s/%s: %s (%s) %s", trial.meta.namespace, trial.name, new["phase"],
                      new.get("reason"), new.get("message", ""))
         for type_, reason, message in transition_events(old, new):
             self.events.record(updated, type_, reason, message)
-        return updated
+        return TrialView.of(updated)
 
-    def _ensure_trial_owner(self, trial: dict, exp_obj: dict) -> dict:
+    def _ensure_trial_owner(self, trial: TrialView, experiment: ExperimentView) -> TrialView:
         """Trials made by hand get the Experiment as owner too, so deletion cascades."""
-        if _owned_by(trial, C.EXPERIMENT_KIND):
+        if trial.meta.owned_by(C.EXPERIMENT_KIND):
             return trial
-        meta = trial["metadata"]
-        refs = list(meta.get("ownerReferences") or [])
-        refs.append(owner_reference(exp_obj, controller=not any(r.get("controller") for r in refs)))
-        try:
-            updated = self.kube.merge_patch(
-                custom_path(C.TRIAL_PLURAL, meta["namespace"], meta["name"]),
-                {"metadata": {"ownerReferences": refs, "resourceVersion": meta["resourceVersion"]}})
-        except KubeError as exc:
-            if exc.conflict:
-                self.trials.upsert(self.kube.get(custom_path(C.TRIAL_PLURAL, meta["namespace"],
-                                                             meta["name"])))
-                raise Conflict(f"trial {meta['namespace']}/{meta['name']} changed") from exc
-            raise
-        self.trials.upsert(updated)
-        return updated
+        meta = trial.meta
+        refs = list(meta.owner_references)
+        refs.append(owner_reference(experiment.raw,
+                                    controller=not any(r.get("controller") for r in refs)))
+        body = {"metadata": {"ownerReferences": refs, "resourceVersion": meta.resource_version}}
+        updated = self._guarded(
+            lambda: self.kube.merge_patch(custom_path(C.TRIAL_PLURAL, meta.namespace, meta.name), body),
+            self.trials, C.TRIAL_PLURAL, meta)
+        return TrialView.of(updated)
 
-    def _stop_job(self, trial: dict, job: dict, why: str) -> None:
+    def _stop_job(self, trial: TrialView, job: dict, why: str) -> None:
         """Fail the Job now: activeDeadlineSeconds=1 makes the Job controller delete its pods
         and mark it Failed (DeadlineExceeded); the Job stays for inspection until its TTL."""
-        if (job.get("spec") or {}).get("activeDeadlineSeconds") == 1:
+        view = JobView.of(job)
+        if view.active_deadline_seconds == 1:
             return
-        meta = job["metadata"]
+        meta = view.meta
         try:
-            updated = self.kube.merge_patch(jobs_path(meta["namespace"], meta["name"]),
+            updated = self.kube.merge_patch(jobs_path(meta.namespace, meta.name),
                                             {"spec": {"activeDeadlineSeconds": 1}})
             self.jobs.upsert(updated)
         except KubeError as exc:
             if exc.not_found:
                 return
             if exc.status == 422:   # cannot patch it: delete it (its pods go with it)
-                self.kube.delete(jobs_path(meta["namespace"], meta["name"]), "Background",
-                                 preconditions_uid=meta.get("uid"))
+                self.kube.delete(jobs_path(meta.namespace, meta.name), "Background",
+                                 preconditions_uid=meta.uid)
             else:
                 raise
         M.JOBS_STOPPED.inc()
-        self.events.record(trial, "Normal", "Stopped", f"stopped Job {meta['name']}: {why}")
+        self.events.record(trial.raw, "Normal", "Stopped", f"stopped Job {meta.name}: {why}")
+
+    def _delete_job(self, trial: TrialView, job: dict, why: str) -> None:
+        meta = Meta.of(job)
+        try:
+            self.kube.delete(jobs_path(meta.namespace, meta.name), "Background",
+                             preconditions_uid=meta.uid)
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+        M.JOBS_STOPPED.inc()
+        self.events.record(trial.raw, "Warning", "JobDeleted", f"deleted Job {meta.name}: {why}")
 
     # -- Trials ------------------------------------------------------------------------------
     def reconcile_trial(self, ns: str, name: str) -> Optional[float]:
-        trial = self.trials.get(ns, name)
-        if trial is None or (trial.get("metadata") or {}).get("deletionTimestamp"):
+        cached = self.trials.get(ns, name)
+        trial = TrialView.of(cached) if cached is not None else None
+        if trial is None or trial.meta.deleting:
             return None   # gone or going: the garbage collector removes its Job
-        spec = trial.get("spec") or {}
-        jname = job_name(name)
-        status = trial.get("status") or {}
-
-        if is_terminal(trial):
-            if status.get("reason") in STOP_REASONS:
-                job = self._job(ns, jname)
-                if job is not None and not observe_job(job, []).finished:
-                    self._stop_job(trial, job, status.get("message") or status.get("reason"))
-            return None
-
-        exp_name = spec.get("experiment")
-        exp_obj = self._experiment(ns, exp_name) if exp_name else None
+        if trial.terminal:
+            return self._stop_job_of_stopped_trial(trial)
+        exp_obj = self._experiment(ns, trial.experiment) if trial.experiment else None
         if exp_obj is None:
-            if _owned_by(trial, C.EXPERIMENT_KIND, exp_name):
-                return self._stop_trial(trial, "ExperimentDeleted",
-                                        f"experiment {exp_name} was deleted")
-            msg = f"experiment {exp_name!r} not found in namespace {ns}"
-            self._write_trial_status(trial, Outcome(C.TRIAL_PENDING, "ExperimentNotFound", msg,
-                                                    valid=("False", "ExperimentNotFound", msg)))
-            return 30.0
-        why = experiment_stopping(exp_obj)
+            return self._experiment_missing(trial)
+        experiment = ExperimentView.of(exp_obj)
+        why = experiment.stopping()
         if why:
-            return self._stop_trial(trial, "ExperimentStopped", f"experiment {exp_name} {why}")
+            return self._stop_trial(trial, "ExperimentStopped",
+                                    f"experiment {trial.experiment} {why}")
+        exp, pool, requeue = self._validated(trial, experiment)
+        if exp is None:
+            return requeue
+        job_made = bool(trial.job_name)   # read before the owner patch below replaces the view
+        trial = self._ensure_trial_owner(trial, experiment)
+        job, requeue = self._trial_job(trial, experiment, exp, pool, job_made)
+        if job is None:
+            return requeue
+        return self._follow_job(trial, exp, job, job_name(name))
 
+    def _stop_job_of_stopped_trial(self, trial: TrialView) -> None:
+        """A finished Trial needs nothing, unless it was stopped (with its Experiment) while
+        its Job may still run: the Job is stopped too."""
+        if trial.reason in STOP_REASONS:
+            job = self._job(trial.meta.ns, job_name(trial.name))
+            if job is not None and not observe_job(job, []).finished:
+                self._stop_job(trial, job, trial.message or trial.reason)
+        return None
+
+    def _experiment_missing(self, trial: TrialView) -> Optional[float]:
+        """No Experiment of the Trial's name: one that owned it was deleted (the Trial
+        stops); else it may yet be made (the Trial waits)."""
+        exp_name = trial.experiment
+        if trial.meta.owned_by(C.EXPERIMENT_KIND, exp_name):
+            return self._stop_trial(trial, "ExperimentDeleted", f"experiment {exp_name} was deleted")
+        msg = f"experiment {exp_name!r} not found in namespace {trial.meta.ns}"
+        self._write_trial_status(trial, Outcome(C.TRIAL_PENDING, "ExperimentNotFound", msg,
+                                                valid=("False", "ExperimentNotFound", msg)))
+        return 30.0
+
+    def _validated(self, trial: TrialView, experiment: ExperimentView):
+        """The Trial's Experiment and pool, both valid: (exp, pool, None); else the Trial's
+        status says why and (None, None, what reconcile_trial returns)."""
         try:
-            exp = parse_experiment_object(exp_obj, self.settings)
+            exp = parse_experiment_object(experiment.raw, self.settings)
         except ContractError as exc:
-            msg = f"experiment {exp_name} is invalid: {exc}"
+            msg = f"experiment {trial.experiment} is invalid: {exc}"
             self._write_trial_status(trial, Outcome(C.TRIAL_PENDING, "ExperimentInvalid", msg,
                                                     valid=("False", "ExperimentInvalid", msg)))
-            return None   # a change to the Experiment re-queues this Trial
+            return None, None, None   # a change to the Experiment re-queues this Trial
         try:
-            _, pool = parse_trial_object(trial, exp)
+            _, pool = parse_trial_object(trial.raw, exp)
         except ContractError as exc:
             if str(exc).startswith("spec.pool"):   # no Job can ever run it: a failed result
-                return self._fail_trial(trial, exp, "UnknownPool", str(exc), valid=True)
+                return None, None, self._fail_trial(trial, exp, "UnknownPool", str(exc), valid=True)
             self._write_trial_status(trial, Outcome(C.TRIAL_PENDING, "InvalidSpec", str(exc),
                                                     valid=("False", "InvalidSpec", str(exc))))
-            return None
+            return None, None, None
+        return exp, pool, None
 
-        trial = self._ensure_trial_owner(trial, exp_obj)
-        job = self._job(ns, jname, live=bool(status.get("jobName")))
+    def _trial_job(self, trial: TrialView, experiment: ExperimentView, exp, pool,
+                   job_made: bool):
+        """The Trial's Job, made now if it never had one: (job, None); else (None, what
+        reconcile_trial returns)."""
+        ns, jname = trial.meta.ns, job_name(trial.name)
+        job = self._job(ns, jname, live=job_made)
         created = False
-        if job is None and status.get("jobName"):
+        if job is None and job_made:
             # Its Job was made once and is gone (deleted by hand, or by its TTL while we were
             # down): never train twice; the result record, if any, still decides.
-            return self._job_vanished(trial, exp, jname)
+            return None, self._job_vanished(trial, exp, jname)
         if job is None:
-            job, created, requeue, refused = self._create_job(trial, exp_obj, exp, pool, jname)
+            job, created, requeue, refused = self._create_job(trial, experiment, exp, pool, jname)
             if refused is not None:   # its result is written outside the pool's lock
-                return self._job_create_failed(trial, exp, jname, refused)
+                return None, self._job_create_failed(trial, exp, jname, refused)
             if job is None:
-                return requeue
-        if not _owned_by(job, C.TRIAL_KIND, name, trial["metadata"]["uid"]):
+                return None, requeue
+        if not Meta.of(job).owned_by(C.TRIAL_KIND, trial.name, trial.meta.uid):
             msg = (f"Job {jname} exists but belongs to another object (a deleted Trial of the "
                    f"same name?); waiting for it to be deleted")
             self._write_trial_status(trial, Outcome(C.TRIAL_PENDING, "JobConflict", msg,
                                                     job_created=("False", "JobConflict", msg)))
-            return 10.0
+            return None, 10.0
         if created:
-            self.events.record(trial, "Normal", "JobCreated", f"Created Job {jname}")
-        return self._follow_job(trial, exp, job, jname)
+            self.events.record(trial.raw, "Normal", "JobCreated", f"Created Job {jname}")
+        return job, None
 
-    def _create_job(self, trial: dict, exp_obj: dict, exp, pool, jname: str):
+    def _create_job(self, trial: TrialView, experiment: ExperimentView, exp, pool, jname: str):
         """Make the Trial's Job if its pool has a slot: (job or None, created, requeue, the
         API server's refusal or None)."""
-        meta = trial["metadata"]
-        ns, name = meta["namespace"], meta["name"]
+        ns, name = trial.meta.namespace, trial.name
         # maxInFlight is enforced here, where Jobs are made: whoever submits Trials (two
         # controller replicas racing, a hand-made Trial), a pool never runs more of an
         # experiment's trials at once. Counting and creating under one lock per pool keeps
@@ -294,7 +320,7 @@ class Reconciler:
                     f"pool {pool.name} already runs {busy} trials of experiment {exp.name} "
                     f"(maxInFlight {pool.max_in_flight}); waiting for one to finish"))
                 return None, False, 1.0, None
-            manifest = build_job(trial, exp_obj, settings=self.settings)
+            manifest = build_job(trial.raw, experiment.raw, settings=self.settings)
             try:
                 job = self.kube.create(jobs_path(ns), manifest)
                 M.JOBS_CREATED.inc()
@@ -310,7 +336,8 @@ class Reconciler:
             self.jobs.upsert(job)
             return job, created, None, None
 
-    def _job_create_failed(self, trial: dict, exp, jname: str, exc: KubeError) -> Optional[float]:
+    def _job_create_failed(self, trial: TrialView, exp, jname: str,
+                           exc: KubeError) -> Optional[float]:
         """The API server refused the Job: a refusal no retry can fix (400 Bad Request, 422
         Invalid) fails the Trial with a failed result; anything else is retried."""
         msg = f"cannot create Job {jname}: {exc}"
@@ -320,16 +347,15 @@ class Reconciler:
                                                 job_created=("False", "JobCreateFailed", msg)))
         return 30.0 if exc.status == 403 else 5.0
 
-    def _fail_trial(self, trial: dict, exp, reason: str, message: str, *, valid: bool = False,
+    def _fail_trial(self, trial: TrialView, exp, reason: str, message: str, *, valid: bool = False,
                     job: Optional[dict] = None, observation=None) -> Optional[float]:
         """A Trial that can never succeed: its failed result record (create-only; a child's
         own record, if one got there first, decides instead), then ``job`` deleted (if
         given), then the Trial Failed. Each step is redone until all are done."""
-        meta, spec = trial["metadata"], trial.get("spec") or {}
-        jname = job["metadata"]["name"] if job is not None else None
+        jname = Meta.of(job).name if job is not None else None
         try:
-            store = self.stores.store_for(meta["namespace"], exp)
-            result = write_failed_result(store, exp.name, meta["name"], spec["architecture"],
+            store = self.stores.store_for(trial.meta.namespace, exp)
+            result = write_failed_result(store, exp.name, trial.name, trial.spec["architecture"],
                                          clip(f"{reason}: {message}"),
                                          {"jobName": jname} if jname else {})
         except (ResultStoreError, ContractError, KeyError) as exc:
@@ -349,22 +375,10 @@ class Reconciler:
         self._write_trial_status(trial, outcome)
         return None
 
-    def _delete_job(self, trial: dict, job: dict, why: str) -> None:
-        jmeta = job["metadata"]
-        try:
-            self.kube.delete(jobs_path(jmeta["namespace"], jmeta["name"]), "Background",
-                             preconditions_uid=jmeta.get("uid"))
-        except KubeError as exc:
-            if not exc.not_found:
-                raise
-        M.JOBS_STOPPED.inc()
-        self.events.record(trial, "Warning", "JobDeleted", f"deleted Job {jmeta['name']}: {why}")
-
-    def _follow_job(self, trial: dict, exp, job: dict, jname: str) -> Optional[float]:
+    def _follow_job(self, trial: TrialView, exp, job: dict, jname: str) -> Optional[float]:
         """Mirror the Job and its pods into the Trial; a pod unschedulable past the deadline
         ends it."""
-        meta = trial["metadata"]
-        obs = observe_job(job, self.pods_of(meta["namespace"], meta["name"]))
+        obs = observe_job(job, self.pods_of(trial.meta.namespace, trial.name))
         requeue: Optional[float] = None
         if not obs.finished:
             stuck = unschedulable_for(obs)
@@ -380,7 +394,7 @@ class Reconciler:
         self._write_trial_status(trial, outcome)
         return requeue
 
-    def _unschedulable_past_deadline(self, trial: dict, exp, job: dict, obs: JobObservation,
+    def _unschedulable_past_deadline(self, trial: TrialView, exp, job: dict, obs: JobObservation,
                                      stuck: float) -> Optional[float]:
         """The scheduler could not place the pod for longer than the deadline: the Trial
         fails with the scheduler's words and its Job goes (its pod would hold a slot)."""
@@ -390,38 +404,15 @@ class Reconciler:
         return self._fail_trial(trial, exp, "UnschedulableDeadline", message, job=job,
                                 observation=obs)
 
-    def _finished_outcome(self, trial: dict, exp, obs: JobObservation, jname: str):
+    def _finished_outcome(self, trial: TrialView, exp, obs: JobObservation, jname: str):
         """The Job is done: the result record decides (written for a child that left none)."""
-        meta, spec = trial["metadata"], trial.get("spec") or {}
-        name = meta["name"]
         try:
-            store = self.stores.store_for(meta["namespace"], exp)
-            result = read_result(store, name)
-            if result is None and obs.finished == "complete":
-                done = parse_time(obs.completion_time)
-                age = (datetime.now(timezone.utc) - done).total_seconds() if done else 0.0
-                if age < self.result_grace_seconds:
-                    return Outcome(C.TRIAL_RUNNING, "AwaitingResult",
-                                   f"Job {jname} completed; waiting for {store.url()}/"
-                                   f"{result_key(name)}", job_name=jname, observation=obs), 2.0
-                message = (f"Job {jname} completed but no result record appeared at "
-                           f"{store.url()}/{result_key(name)} within "
-                           f"{self.result_grace_seconds:.0f}s")
-                result = write_failed_result(store, exp.name, name, spec["architecture"],
-                                             f"ResultMissing: {message}",
-                                             {"jobName": jname, "attempts": obs.attempts})
-                if (result.extra or {}).get("writtenBy") == C.COMPONENT:
-                    return Outcome(C.TRIAL_FAILED, "ResultMissing", message, job_name=jname,
-                                   observation=obs), None
-            elif result is None:
-                reason = f"{obs.reason}: {obs.message}"
-                result = write_failed_result(store, exp.name, name, spec["architecture"], reason,
-                                             {"jobName": jname, "attempts": obs.attempts})
-                if (result.extra or {}).get("writtenBy") == C.COMPONENT:
-                    return Outcome(C.TRIAL_FAILED, obs.reason, obs.message, job_name=jname,
-                                   observation=obs), None
+            store = self.stores.store_for(trial.meta.namespace, exp)
+            result = read_result(store, trial.name)
+            if result is None:
+                return self._without_result(trial, exp, obs, jname, store)
         except ResultStoreError as exc:
-            phase = (trial.get("status") or {}).get("phase") or C.TRIAL_RUNNING
+            phase = trial.phase or C.TRIAL_RUNNING
             if phase in C.TRIAL_TERMINAL:
                 phase = C.TRIAL_RUNNING
             return Outcome(phase, "ResultUnreadable",
@@ -429,18 +420,44 @@ class Reconciler:
                                 f"cannot be read: {exc}"), job_name=jname, observation=obs), 10.0
         return outcome_from_result(result, obs, jname), None
 
-    def _job_vanished(self, trial: dict, exp, jname: str) -> Optional[float]:
-        meta, spec = trial["metadata"], trial.get("spec") or {}
+    def _without_result(self, trial: TrialView, exp, obs: JobObservation, jname: str, store):
+        """A finished Job whose child left no result record: a completed one gets the grace
+        period for a record still on its way; then (or after a failed Job) the Trial's failed
+        result is written, unless the child's own got there first."""
+        name = trial.name
+        if obs.finished == "complete":
+            done = parse_time(obs.completion_time)
+            age = (datetime.now(timezone.utc) - done).total_seconds() if done else 0.0
+            if age < self.result_grace_seconds:
+                return Outcome(C.TRIAL_RUNNING, "AwaitingResult",
+                               f"Job {jname} completed; waiting for {store.url()}/"
+                               f"{result_key(name)}", job_name=jname, observation=obs), 2.0
+            reason = "ResultMissing"
+            message = (f"Job {jname} completed but no result record appeared at "
+                       f"{store.url()}/{result_key(name)} within "
+                       f"{self.result_grace_seconds:.0f}s")
+            written = f"ResultMissing: {message}"
+        else:
+            reason, message = obs.reason, obs.message
+            written = f"{obs.reason}: {obs.message}"
+        result = write_failed_result(store, exp.name, name, trial.spec["architecture"], written,
+                                     {"jobName": jname, "attempts": obs.attempts})
+        if (result.extra or {}).get("writtenBy") == C.COMPONENT:
+            return Outcome(C.TRIAL_FAILED, reason, message, job_name=jname, observation=obs), None
+        return outcome_from_result(result, obs, jname), None
+
+    def _job_vanished(self, trial: TrialView, exp, jname: str) -> Optional[float]:
         message = f"Job {jname} was deleted before the Trial finished"
         try:
-            store = self.stores.store_for(meta["namespace"], exp)
-            result = read_result(store, meta["name"])
+            store = self.stores.store_for(trial.meta.namespace, exp)
+            result = read_result(store, trial.name)
             if result is None:
-                result = write_failed_result(store, exp.name, meta["name"], spec["architecture"],
+                result = write_failed_result(store, exp.name, trial.name,
+                                             trial.spec["architecture"],
                                              f"JobDeleted: {message}", {"jobName": jname})
         except ResultStoreError as exc:
             self._write_trial_status(trial, Outcome(
-                (trial.get("status") or {}).get("phase") or C.TRIAL_RUNNING, "ResultUnreadable",
+                trial.phase or C.TRIAL_RUNNING, "ResultUnreadable",
                 clip(f"{message}; its result record cannot be read: {exc}"), job_name=jname))
             return 10.0
         if (result.extra or {}).get("writtenBy") == C.COMPONENT:
@@ -450,19 +467,13 @@ class Reconciler:
         self._write_trial_status(trial, outcome)
         return None
 
-    def _stop_trial(self, trial: dict, reason: str, message: str) -> Optional[float]:
-        meta = trial["metadata"]
-        ns, name = meta["namespace"], meta["name"]
+    def _stop_trial(self, trial: TrialView, reason: str, message: str) -> Optional[float]:
+        ns, name = trial.meta.namespace, trial.name
         jname = job_name(name)
         job = self._job(ns, jname, live=True)
         obs = observe_job(job, self.pods_of(ns, name)) if job is not None else None
         if job is not None:   # a child that already wrote its result keeps what it earned
-            exp_obj = self.experiments.get(ns, (trial.get("spec") or {}).get("experiment"))
-            try:
-                exp = parse_experiment_object(exp_obj, self.settings) if exp_obj else None
-                result = read_result(self.stores.store_for(ns, exp), name) if exp else None
-            except (ContractError, ResultStoreError):
-                result = None
+            result = self._result_if_any(trial)
             if result is not None:
                 self._write_trial_status(trial, outcome_from_result(result, obs, jname))
                 return None
@@ -473,24 +484,60 @@ class Reconciler:
             self._stop_job(trial, job, message)
         return None
 
+    def _result_if_any(self, trial: TrialView):
+        """The Trial's result record, None when there is none or it cannot be known (no
+        valid Experiment, an unreadable store)."""
+        ns = trial.meta.namespace
+        exp_obj = self.experiments.get(ns, trial.experiment)
+        try:
+            exp = parse_experiment_object(exp_obj, self.settings) if exp_obj else None
+            return read_result(self.stores.store_for(ns, exp), trial.name) if exp else None
+        except (ContractError, ResultStoreError):
+            return None
+
     # -- Experiments -------------------------------------------------------------------------
     def reconcile_experiment(self, ns: str, name: str) -> Optional[float]:
-        exp_obj = self.experiments.get(ns, name)
-        if exp_obj is None or (exp_obj.get("metadata") or {}).get("deletionTimestamp"):
+        cached = self.experiments.get(ns, name)
+        experiment = ExperimentView.of(cached) if cached is not None else None
+        if experiment is None or experiment.meta.deleting:
             return None
-        old = exp_obj.get("status") or {}
+        old = experiment.status
         new = dict(old)
         new.update(phase_counts(self.trials, ns, name))
+        self._merge_best(new, old, ns, name)
+        accepted = self._set_accepted(new, old, experiment)
+        if experiment.stop_annotated and old.get("phase") not in C.EXPERIMENT_TERMINAL:
+            new["phase"] = C.EXP_STOPPED
+            new["message"] = f"stopped by annotation {C.ANNOTATION_STOP}=true"
+            new.setdefault("completionTime", now_iso())
+        if self.settings.manage_controllers and accepted:
+            self._set_controller(new, experiment)
+            if not new.get("phase"):
+                new["phase"] = C.EXP_PENDING
+        new = drop_empty(new)
+        if new == old:
+            return None
+        updated = self._patch_status(self.experiments, C.EXPERIMENT_PLURAL, experiment.meta,
+                                     old, new)
+        if updated is not None:
+            self._experiment_events(updated, old, new)
+        return None
+
+    def _merge_best(self, new: dict, old: Mapping, ns: str, name: str) -> None:
+        """The best Succeeded Trial so far, if better than the status says (it only improves)."""
         best = self.best.get(ns, name)
         if best is not None and (old.get("bestReward") is None or best[0] > float(old["bestReward"])):
             new["bestReward"], new["bestTrial"] = best
             arch = self._trial_architecture(ns, best[1])
             if arch is not None:
                 new["bestArchitecture"] = arch
+
+    def _set_accepted(self, new: dict, old: Mapping, experiment: ExperimentView) -> bool:
+        """The Accepted condition (and storageUrl): can its Trials get Jobs?"""
         conds = list(old.get("conditions") or [])
         accepted = True
         try:
-            new["storageUrl"] = parse_experiment_object(exp_obj, self.settings).storage["url"]
+            new["storageUrl"] = parse_experiment_object(experiment.raw, self.settings).storage["url"]
             conds = set_condition(conds, COND_ACCEPTED, "True", "Accepted",
                                   "worker pools and storage are usable; Trials get Jobs")
         except ContractError as exc:
@@ -499,47 +546,28 @@ class Reconciler:
             conds = set_condition(conds, COND_ACCEPTED, "False",
                                   getattr(exc, "reason", "InvalidSpec"), str(exc))
         new["conditions"] = conds
-        meta = exp_obj["metadata"]
-        annotations = meta.get("annotations") or {}
-        stop_asked = str(annotations.get(C.ANNOTATION_STOP, "")).lower() == "true"
-        if stop_asked and old.get("phase") not in C.EXPERIMENT_TERMINAL:
-            new["phase"] = C.EXP_STOPPED
-            new["message"] = f"stopped by annotation {C.ANNOTATION_STOP}=true"
-            new.setdefault("completionTime", now_iso())
-        if self.settings.manage_controllers and accepted:
-            finished = experiment_stopping({**exp_obj, "status": new}) is not None
-            try:
-                dname = self._ensure_controller(exp_obj, parked=finished)
-                new["conditions"] = set_condition(
-                    new["conditions"], COND_CONTROLLER, "True", "Parked" if finished else "Deployed",
-                    f"Deployment {dname}" + (" scaled to 0: the experiment is over" if finished else ""))
-            except KubeError as exc:
-                if exc.conflict:
-                    raise Conflict(str(exc)) from exc
-                log.warning("experiment %s/%s: controller Deployment: %s", ns, name, exc)
-                new["conditions"] = set_condition(new["conditions"], COND_CONTROLLER, "False",
-                                                  "DeploymentFailed", str(exc))
-            if not new.get("phase"):
-                new["phase"] = C.EXP_PENDING
-        new = drop_empty(new)
-        if new == old:
-            return None
-        patch = dict(new)
-        for key in old:
-            if key not in new:
-                patch[key] = None
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}
+        return accepted
+
+    def _set_controller(self, new: dict, experiment: ExperimentView) -> None:
+        """The controller Deployment made or updated, and the ControllerDeployed condition;
+        parked (0 replicas) once the status being written ends the Experiment."""
+        finished = experiment.stopping(status=new) is not None
         try:
-            updated = self.kube.merge_patch(
-                custom_path(C.EXPERIMENT_PLURAL, ns, name, "status"), body)
+            dname = self._ensure_controller(experiment, parked=finished)
+            new["conditions"] = set_condition(
+                new["conditions"], COND_CONTROLLER, "True", "Parked" if finished else "Deployed",
+                f"Deployment {dname}" + (" scaled to 0: the experiment is over" if finished else ""))
         except KubeError as exc:
             if exc.conflict:
-                self.experiments.upsert(self.kube.get(custom_path(C.EXPERIMENT_PLURAL, ns, name)))
-                raise Conflict(f"experiment {ns}/{name} changed") from exc
-            if exc.not_found:
-                return None
-            raise
-        self.experiments.upsert(updated)
+                raise Conflict(str(exc)) from exc
+            log.warning("experiment %s/%s: controller Deployment: %s", experiment.meta.namespace,
+                        experiment.name, exc)
+            new["conditions"] = set_condition(new["conditions"], COND_CONTROLLER, "False",
+                                              "DeploymentFailed", str(exc))
+
+    def _experiment_events(self, updated: dict, old: Mapping, new: Mapping) -> None:
+        """Events for a status just written: newly refused (or refused for another reason),
+        stopped."""
         ov = get_condition(old.get("conditions"), COND_ACCEPTED) or {}
         nv = get_condition(new.get("conditions"), COND_ACCEPTED) or {}
         if nv.get("status") == "False" and (ov.get("status") != "False" or ov.get("message") != nv.get("message")):
@@ -547,20 +575,18 @@ class Reconciler:
                                nv.get("message") or "")
         if new.get("phase") == C.EXP_STOPPED and old.get("phase") != C.EXP_STOPPED:
             self.events.record(updated, "Normal", "Stopped", new.get("message") or "stopped")
-        return None
 
-    def _ensure_controller(self, exp_obj: dict, parked: bool) -> str:
+    def _ensure_controller(self, experiment: ExperimentView, parked: bool) -> str:
         """The Experiment's controller Deployment exists and matches; 0 replicas once the
         Experiment is finished or stopped (its pods would only idle)."""
-        meta = exp_obj["metadata"]
-        ns = meta["namespace"]
+        ns, name, exp_obj = experiment.meta.namespace, experiment.name, experiment.raw
         want = build_controller_deployment(exp_obj, self.settings, replicas=0 if parked else None)
-        dname = controller_name(meta["name"])
+        dname = controller_name(name)
         have = self.deployments.get(ns, dname) if self.deployments is not None else None
         if have is None:
             try:
                 have = self.kube.create(deployments_path(ns), want)
-                log.info("experiment %s/%s: created controller Deployment %s", ns, meta["name"], dname)
+                log.info("experiment %s/%s: created controller Deployment %s", ns, name, dname)
                 self.events.record(exp_obj, "Normal", "ControllerCreated",
                                    f"Created controller Deployment {dname}")
             except KubeError as exc:
@@ -569,10 +595,10 @@ class Reconciler:
                 have = self.kube.get(deployments_path(ns, dname))
             if self.deployments is not None:
                 self.deployments.upsert(have)
-        if not any(r.get("uid") == meta["uid"] for r in have["metadata"].get("ownerReferences") or []):
+        if not any(r.get("uid") == experiment.meta.uid for r in Meta.of(have).owner_references):
             raise KubeError(412, "NotOwned",
                             f"Deployment {dname} exists and is not this Experiment's")
-        same_template = ((have["metadata"].get("annotations") or {}).get(ANNOTATION_HASH)
+        same_template = (Meta.of(have).annotations.get(ANNOTATION_HASH)
                          == want["metadata"]["annotations"][ANNOTATION_HASH])
         if same_template and have["spec"].get("replicas") == want["spec"]["replicas"]:
             return dname

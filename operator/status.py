@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from kubenas.contracts import ResultRecord
 from kubenas.operator import constants as C
+from kubenas.operator.views import JobView, PodView, TrialView
 
 MAX_MESSAGE = 1000
 
@@ -108,16 +109,9 @@ class JobObservation:
     last_failure: str = ""                # the last failed pod's reason / exit code
 
 
-def _job_condition(job: Mapping, type_: str) -> Optional[Mapping]:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_ and cond.get("status") == "True":
-            return cond
-    return None
-
-
-def _pod_failure(pod: Mapping) -> str:
-    status = pod.get("status") or {}
-    for cs in status.get("containerStatuses") or []:
+def _pod_failure(pod: PodView) -> str:
+    status = pod.status
+    for cs in pod.container_statuses:
         term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
         if term:
             text = f"{term.get('reason') or 'Error'} (exit code {term.get('exitCode')})"
@@ -127,17 +121,6 @@ def _pod_failure(pod: Mapping) -> str:
     if status.get("reason") or status.get("message"):
         return f"{status.get('reason') or 'Failed'}: {status.get('message') or ''}".strip(": ")
     return "failed"
-
-
-def _pod_created(pod: Mapping) -> str:
-    return (pod.get("metadata") or {}).get("creationTimestamp") or ""
-
-
-def _pod_scheduled(pod_status: Mapping) -> Optional[Mapping]:
-    for cond in pod_status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled":
-            return cond
-    return None
 
 
 def _unschedulable(obs: JobObservation, sched: Mapping, prior: str) -> JobObservation:
@@ -162,26 +145,32 @@ def unschedulable_for(obs: JobObservation, now: Optional[datetime] = None) -> Op
 
 def observe_job(job: Mapping, pods: Iterable[Mapping]) -> JobObservation:
     """Summarise a Job and its pods (any order) into a JobObservation."""
-    status = job.get("status") or {}
-    pods = sorted((p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")
-                   or (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")),
-                  key=_pod_created)
-    obs = JobObservation(start_time=status.get("startTime"),
-                         completion_time=status.get("completionTime"))
-    failed_pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
-    obs.attempts = max(int(status.get("failed") or 0), len(failed_pods)) + \
-        (1 if (status.get("active") or 0) or (status.get("succeeded") or 0) else 0)
+    view = JobView.of(job)
+    # pods being deleted no longer count, unless they finished (their exit still tells)
+    pods = sorted((p for p in map(PodView.of, pods) if not p.meta.deleting or p.finished),
+                  key=lambda p: p.meta.creation_timestamp or "")
+    obs = JobObservation(start_time=view.start_time, completion_time=view.completion_time)
+    failed_pods = [p for p in pods if p.phase == "Failed"]
+    obs.attempts = max(int(view.count("failed")), len(failed_pods)) + \
+        (1 if view.count("active") or view.count("succeeded") else 0)
     if failed_pods:
         obs.last_failure = clip(_pod_failure(failed_pods[-1]), 300)
+    if _job_finished(obs, view):
+        return obs
+    prior = f" (attempt {obs.attempts}; previous: {obs.last_failure})" if failed_pods else ""
+    return _observe_pods(obs, pods, prior, retrying=bool(failed_pods))
 
-    complete = _job_condition(job, "Complete")
-    failed = _job_condition(job, "Failed")
-    if complete is not None or (status.get("succeeded") or 0) >= 1:
+
+def _job_finished(obs: JobObservation, job: JobView) -> bool:
+    """The Job controller's verdict, if it gave one (Complete or Failed), into ``obs``."""
+    complete = job.condition("Complete")
+    failed = job.condition("Failed")
+    if complete is not None or job.count("succeeded") >= 1:
         obs.finished = "complete"
         obs.reason, obs.message = "JobComplete", "the Job completed"
         obs.completion_time = obs.completion_time or (complete or {}).get("lastTransitionTime")
         obs.scheduled = True
-        return obs
+        return True
     if failed is not None:
         obs.finished = "failed"
         obs.reason = failed.get("reason") or "JobFailed"
@@ -190,41 +179,48 @@ def observe_job(job: Mapping, pods: Iterable[Mapping]) -> JobObservation:
             msg += f"; last attempt: {obs.last_failure}"
         obs.message = clip(msg)
         obs.completion_time = failed.get("lastTransitionTime") or obs.completion_time
-        return obs
+        return True
+    return False
 
-    live = [p for p in pods if (p.get("status") or {}).get("phase") in ("Pending", "Running", None, "")]
-    running = [p for p in live if (p.get("status") or {}).get("phase") == "Running"]
-    prior = f" (attempt {obs.attempts}; previous: {obs.last_failure})" if failed_pods else ""
-    def on_pod(pod: Mapping, reason: str) -> JobObservation:
-        obs.phase, obs.scheduled, obs.reason = C.TRIAL_RUNNING, True, reason
-        obs.pod = pod["metadata"]["name"]
-        obs.node = (pod.get("spec") or {}).get("nodeName")
-        return obs
 
+def _on_pod(obs: JobObservation, pod: PodView) -> JobObservation:
+    obs.pod = pod.meta.name
+    obs.node = pod.node_name
+    return obs
+
+
+def _observe_pods(obs: JobObservation, pods: list, prior: str, retrying: bool) -> JobObservation:
+    """An unfinished Job: what its newest pod is doing (running, done, starting, stuck)."""
+    live = [p for p in pods if p.phase in ("Pending", "Running", None, "")]
+    running = [p for p in live if p.phase == "Running"]
     if running:
-        on_pod(running[-1], "Running")
+        obs.phase, obs.scheduled, obs.reason = C.TRIAL_RUNNING, True, "Running"
+        _on_pod(obs, running[-1])
         obs.message = f"pod {obs.pod} is running on node {obs.node}{prior}"
         return obs
-    done = [p for p in pods if (p.get("status") or {}).get("phase") == "Succeeded"]
+    done = [p for p in pods if p.phase == "Succeeded"]
     if done:   # the pod exited 0; the Job controller has not marked the Job complete yet
-        on_pod(done[-1], "Completing")
+        obs.phase, obs.scheduled, obs.reason = C.TRIAL_RUNNING, True, "Completing"
+        _on_pod(obs, done[-1])
         obs.message = f"pod {obs.pod} finished; waiting for the Job to complete"
         return obs
     if not live:
-        obs.reason = "Retrying" if failed_pods else "JobCreated"
-        obs.message = ("waiting for the Job controller to start a new pod" + prior) if failed_pods \
+        obs.reason = "Retrying" if retrying else "JobCreated"
+        obs.message = ("waiting for the Job controller to start a new pod" + prior) if retrying \
             else "waiting for the Job controller to create the pod"
         return obs
-    pod = live[-1]
-    obs.pod = pod["metadata"]["name"]
-    obs.node = (pod.get("spec") or {}).get("nodeName")
-    pstatus = pod.get("status") or {}
-    sched = _pod_scheduled(pstatus)
+    return _pending_pod(_on_pod(obs, live[-1]), live[-1], prior)
+
+
+def _pending_pod(obs: JobObservation, pod: PodView, prior: str) -> JobObservation:
+    """A pod not running yet: unschedulable (the scheduler's words), a container that cannot
+    start (the kubelet's), or starting."""
+    sched = pod.condition("PodScheduled")
     if sched is not None and sched.get("status") == "False":
         return _unschedulable(obs, sched, prior)
     if sched is not None or obs.node:
         obs.scheduled = True
-    for cs in pstatus.get("containerStatuses") or []:
+    for cs in pod.container_statuses:
         waiting = (cs.get("state") or {}).get("waiting")
         if waiting and waiting.get("reason") and waiting["reason"] != "ContainerCreating":
             obs.reason = waiting["reason"]          # ImagePullBackOff, CreateContainerConfigError, ...
@@ -332,7 +328,7 @@ def status_changed(old: Optional[Mapping], new: Mapping) -> bool:
 
 
 def is_terminal(trial: Mapping) -> bool:
-    return ((trial.get("status") or {}).get("phase")) in C.TRIAL_TERMINAL
+    return TrialView.of(trial).terminal
 
 
 # -- an Experiment's counts -------------------------------------------------------------------

@@ -22,6 +22,7 @@ from kubenas.experiment import KIND as EXP_KIND
 from kubenas.experiment import Experiment, WorkerPool, parse_experiment
 from kubenas.operator import constants as C
 from kubenas.operator.settings import Settings, apply_defaults
+from kubenas.operator.views import ExperimentView, TrialView
 
 
 class NotAllowed(ContractError):
@@ -36,10 +37,10 @@ class NotAllowed(ContractError):
 _UID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def resume_from(meta: Mapping[str, Any]) -> Optional[str]:
-    """The UID the Experiment asks to resume the state of (annotation
+def resume_from(annotations: Mapping[str, Any]) -> Optional[str]:
+    """The UID the Experiment asks to resume the state of (its annotation
     ``kubenas.dev/resume-from``), or None; raise ContractError naming the annotation."""
-    value = (meta.get("annotations") or {}).get(C.ANNOTATION_RESUME_FROM)
+    value = annotations.get(C.ANNOTATION_RESUME_FROM)
     if value is None:
         return None
     if not isinstance(value, str) or not _UID.match(value):
@@ -53,9 +54,9 @@ def resume_from(meta: Mapping[str, Any]) -> Optional[str]:
 def state_owner(obj: Mapping[str, Any]) -> dict:
     """Who a controller state belongs to: the Experiment's namespace, name and UID, and the
     UID whose state it may take over (``resumeFrom``, from the annotation)."""
-    meta = obj.get("metadata") or {}
-    return {"namespace": meta.get("namespace"), "name": meta.get("name"),
-            "uid": meta.get("uid"), "resumeFrom": resume_from(meta)}
+    meta = ExperimentView.of(obj).meta
+    return {"namespace": meta.namespace, "name": meta.name,
+            "uid": meta.uid, "resumeFrom": resume_from(meta.annotations)}
 
 
 def check_policy(spec: Mapping[str, Any], exp: Experiment, settings: Settings,
@@ -96,12 +97,12 @@ def check_storage_url(url: Any, settings: Settings, namespace: Optional[str]) ->
 def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings] = None) -> Experiment:
     """Validate an Experiment object as read from the API server, with the operator-wide
     defaults (``settings``: worker pools, storage) filled in; raise ContractError."""
-    meta = obj.get("metadata") or {}
-    uid = resume_from(meta) or meta.get("uid")
-    spec = apply_defaults(meta.get("name") or "", obj.get("spec") or {}, settings,
-                          namespace=meta.get("namespace"), uid=uid)
+    view = ExperimentView.of(obj)
+    meta = view.meta
+    uid = resume_from(meta.annotations) or meta.uid
+    spec = apply_defaults(meta.name or "", view.spec, settings, namespace=meta.namespace, uid=uid)
     doc = {"apiVersion": EXP_API_VERSION, "kind": EXP_KIND,
-           "metadata": {"name": meta.get("name")}, "spec": spec}
+           "metadata": {"name": meta.name}, "spec": spec}
     exp = parse_experiment(doc)
     if not exp.worker_pools:
         raise ContractError("spec.workerPools: at least one worker pool is needed in a cluster "
@@ -121,7 +122,7 @@ def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings]
             f"(children and the controller run in different pods; the operator has no "
             f"default storage URL either), got {url!r}")
     if settings is not None:
-        check_policy(obj.get("spec") or {}, exp, settings, meta.get("namespace"))
+        check_policy(view.spec, exp, settings, meta.namespace)
     return exp
 
 
@@ -136,7 +137,7 @@ def find_pool(exp: Experiment, name: Optional[str]) -> WorkerPool:
 
 def parse_trial_object(trial: Mapping[str, Any], exp: Experiment) -> tuple[Architecture, WorkerPool]:
     """Validate a Trial against its (valid) Experiment; raise ContractError."""
-    spec = trial.get("spec") or {}
+    spec = TrialView.of(trial).spec
     if spec.get("experiment") != exp.name:
         raise ContractError(f"spec.experiment: {spec.get('experiment')!r} is not {exp.name!r}")
     pool = find_pool(exp, spec.get("pool"))

@@ -25,14 +25,15 @@ CALLS = [
                          ("batch", "jobs"), ("", "pods"), ("apps", "deployments")]
       for fn, method in [("_list", "list_all"), ("_run", "watch")]],
     ("operator", "operator/reconciler.py::_experiment", "get", "kubenas.dev", "experiments"),
-    ("operator", "operator/reconciler.py::reconcile_experiment", "get", "kubenas.dev", "experiments"),
-    ("operator", "operator/reconciler.py::reconcile_experiment", "merge_patch", "kubenas.dev",
+    # the one status write (Trials, Experiments) and the re-read after its or the owner
+    # patch's 409
+    ("operator", "operator/patches.py::patch_status", "merge_patch", "kubenas.dev",
      "experiments/status"),
-    ("operator", "operator/reconciler.py::_trial_architecture", "get", "kubenas.dev", "trials"),
-    ("operator", "operator/reconciler.py::_write_trial_status", "get", "kubenas.dev", "trials"),
-    ("operator", "operator/reconciler.py::_write_trial_status", "merge_patch", "kubenas.dev",
+    ("operator", "operator/patches.py::patch_status", "merge_patch", "kubenas.dev",
      "trials/status"),
-    ("operator", "operator/reconciler.py::_ensure_trial_owner", "get", "kubenas.dev", "trials"),
+    ("operator", "operator/reconciler.py::_guarded", "get", "kubenas.dev", "experiments"),
+    ("operator", "operator/reconciler.py::_guarded", "get", "kubenas.dev", "trials"),
+    ("operator", "operator/reconciler.py::_trial_architecture", "get", "kubenas.dev", "trials"),
     ("operator", "operator/reconciler.py::_ensure_trial_owner", "merge_patch", "kubenas.dev", "trials"),
     ("operator", "operator/reconciler.py::_job", "get", "batch", "jobs"),
     ("operator", "operator/reconciler.py::_create_job", "create", "batch", "jobs"),
@@ -54,7 +55,7 @@ CALLS = [
     ("controller", "operator/executor.py::stop_requested", "get", "kubenas.dev", "experiments"),
     ("controller", "operator/executor.py::write_experiment_status", "get", "kubenas.dev",
      "experiments"),
-    ("controller", "operator/executor.py::write_experiment_status", "merge_patch", "kubenas.dev",
+    ("controller", "operator/patches.py::patch_status", "merge_patch", "kubenas.dev",
      "experiments/status"),
 ]
 # Grants no call site shows: the API server's OwnerReferencesPermissionEnforcement asks for
