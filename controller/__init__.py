@@ -1,5 +1,5 @@
 """The search: spaces, the policy, strategies and the update loop.
 
 Knows nothing of Kubernetes or S3: it talks to an Executor and a ResultSource
-(``kubenas.controller.interfaces``) and persists through ``kubenas.storage.ObjectStore``.
+(``kubenas.contracts``) and persists through ``kubenas.storage.ObjectStore``.
 """

