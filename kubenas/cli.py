@@ -23,29 +23,18 @@ def _err(msg: str) -> int:
 
 # -- kubenas run ------------------------------------------------------------------------------
 
-def _strategy_factory(exp):
-    from kubenas.controller.spaces import make_space
-    from kubenas.controller.strategies import make_strategy
-
-    def factory():
-        space = make_space(exp.space, exp.space_options)
-        return make_strategy(exp.strategy, space, exp.strategy_options, exp.seed)
-
-    factory()  # validate space and strategy options before anything starts
-    return factory
-
-
 def check_run(path: str | Path):
     """Everything `kubenas run` checks before it starts anything: the file, the space and
     strategy options (a strategy is built), the trainer section. Returns the experiment, the
     strategy factory and the children's trainer config; raises ContractError naming the file
     and the field."""
+    from kubenas.controller import strategy_factory
     from kubenas.experiment import load_experiment
-    from kubenas.trainer.config import validate_trainer_config
+    from kubenas.trainer import validate_trainer_config
 
     exp = load_experiment(path)
     try:
-        factory = _strategy_factory(exp)
+        factory = strategy_factory(exp)
         trainer_config = validate_trainer_config(exp.trainer, space=exp.space, where="spec.trainer")
         check_final(exp)
     except ContractError as exc:
@@ -58,8 +47,8 @@ def check_final(exp) -> None:
     children will accept), before anything starts."""
     if exp.final is None:
         return
-    from kubenas.controller.final import grid_points
-    from kubenas.trainer.config import validate_trainer_config
+    from kubenas.controller import grid_points
+    from kubenas.trainer import validate_trainer_config
 
     if exp.space != "cnn":
         raise ContractError(f"spec.final: the final retrain is implemented for the cnn space "
@@ -73,7 +62,7 @@ def _final_phase(exp, executor, results, store, loop, bar) -> dict | None:
     """The final phase after the search (spec.final): grid, retrain, test once."""
     if exp.final is None:
         return None
-    from kubenas.controller.final import FinalPhase
+    from kubenas.controller import FinalPhase
 
     def on_event(kind: str, info: dict) -> None:
         if kind == "grid":
@@ -110,9 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{exp.max_trials} trials)")
         return 0
 
-    from kubenas.controller.loop import LoopEvent, SearchLoop
-    from kubenas.controller.policy import use_one_thread
-    from kubenas.controller.results import StoreResultSource
+    from kubenas.controller import LoopEvent, SearchLoop, StoreResultSource, use_one_thread
     from kubenas.local.executor import ProcessExecutor
     from kubenas.local.report import write_outputs
     from kubenas.storage import open_store
@@ -153,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.time()
     loop = SearchLoop(exp, factory, executor, results, store, on_event=on_event)
     best["reward"] = loop.summary()["bestReward"]  # resumed: the best so far
-    from kubenas.controller.final import FinalPhaseFailed
+    from kubenas.controller import FinalPhaseFailed
 
     try:
         loop.run()
@@ -247,7 +234,7 @@ def cmd_train_child(args: argparse.Namespace) -> int:
         config = _read_json_arg(args.trainer_config_json, args.trainer_config_file, "trainer-config")
     except ContractError as exc:
         return _err(str(exc))
-    from kubenas.trainer.child import train_child
+    from kubenas.trainer import train_child
 
     try:
         store = open_store(args.store)
@@ -265,16 +252,16 @@ def cmd_train_child(args: argparse.Namespace) -> int:
 # -- kubenas controller / operator / benchmark --------------------------------------------------
 
 def cmd_controller(args: argparse.Namespace) -> int:
-    from kubenas.incluster import run_controller
+    from kubenas.cluster_search import run_controller
 
     return run_controller(experiment=args.experiment, namespace=args.namespace,
                           replica=args.replica, metrics_port=args.metrics_port)
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
-    from kubenas.operator.main import run
+    from kubenas.operator import run_operator
 
-    run(namespace=args.namespace, resync_seconds=args.resync_seconds,
+    run_operator(namespace=args.namespace, resync_seconds=args.resync_seconds,
         metrics_port=args.metrics_port)
     return 0
 
