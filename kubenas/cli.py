@@ -267,7 +267,15 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(argv: list[str]) -> int:
-    from kubenas.controller.benchmark import main as bench_main
+    """The NAS-Bench-201 benchmark (benchmarks/nasbench201), from the source checkout this
+    package is installed from (editable): benchmarks are not part of the product."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "nasbench201" / "benchmark.py").is_file():
+        return _err(f"kubenas benchmark runs benchmarks/nasbench201 from a source checkout; "
+                    f"none at {root} (clone the repository, pip install -e '.[bench]')")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.nasbench201.benchmark import main as bench_main
 
     return bench_main(argv)
 

@@ -51,12 +51,9 @@ def make_strategy(name: str, space: SearchSpace, options: Optional[Mapping] = No
     if name not in STRATEGIES:
         raise ContractError(f"spec.search.strategy: unknown strategy {name!r} "
                             f"(known: {', '.join(sorted(STRATEGIES))})")
-    # A space may carry tuned defaults per strategy (``strategy_defaults``, e.g. nasbench201);
-    # the experiment's own options override them.
-    defaults = dict(getattr(space, "strategy_defaults", {}).get(name, {}))
     if options is not None and not isinstance(options, Mapping):
         raise ContractError(f"{where}: must be a mapping, got {type(options).__name__}")
-    return STRATEGIES[name](space, {**defaults, **dict(options or {})}, seed, where=where)
+    return STRATEGIES[name](space, dict(options or {}), seed, where=where)
 
 
 def strategy_factory(exp) -> Callable[[], Strategy]:
