@@ -13,7 +13,10 @@ this list, and nothing else:
 
 with ``ContractError``, the field checks every parser uses (``kubenas.contracts.fields``),
 the registered names (``kubenas.contracts.names``) and the storage interface
-(``kubenas.storage.ObjectStore``) beneath them.
+(``kubenas.storage.ObjectStore``) beneath them. Code outside a room uses the room only
+through its package's public surface (``kubenas.controller``, ``kubenas.trainer``,
+``kubenas.operator``: each ``__init__`` lists its own ``SURFACE``), never its modules
+(``.importlinter``: rooms-used-through-their-surface).
 """
 
 from kubenas.contracts.architecture import Architecture
