@@ -99,9 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{exp.max_trials} trials)")
         return 0
 
-    from kubenas.controller import LoopEvent, SearchLoop, StoreResultSource, use_one_thread
+    from kubenas.controller import SearchLoop, StoreResultSource, use_one_thread
     from kubenas.local.executor import ProcessExecutor
-    from kubenas.local.report import write_outputs
     from kubenas.storage import open_store
 
     use_one_thread()   # the children are processes of their own, with their own threads
@@ -117,26 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                warm=False if args.cold_children else None)  # None: the default
     results = StoreResultSource(store)
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=exp.max_trials, unit="trial", desc=exp.name, disable=args.no_progress,
-               dynamic_ncols=True)
-    best = {"reward": None}
-
-    def on_event(e: LoopEvent) -> None:
-        if e.kind == "resumed":
-            bar.write(f"resuming {exp.name}: {e.info['applied']} results applied, "
-                      f"{e.info['sampled'] - e.info['applied']} trials to finish")
-            bar.update(e.info["applied"])
-        elif e.kind == "applied":
-            if e.reward is not None and (best["reward"] is None or e.reward > best["reward"]):
-                best["reward"] = e.reward
-            bar.update(1)
-            bar.set_postfix(best=f"{best['reward']:.4f}" if best["reward"] is not None else "-",
-                            running=len(executor.running))
-            if e.status == "failed":
-                bar.write(f"{e.trial_id} failed (see {workdir}/trials/{e.trial_id}/child.log)")
-
+    bar, best, on_event = _progress(exp, executor, workdir, disable=args.no_progress)
     t0 = time.time()
     loop = SearchLoop(exp, factory, executor, results, store, on_event=on_event)
     best["reward"] = loop.summary()["bestReward"]  # resumed: the best so far
@@ -156,8 +136,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     bar.close()
+    _print_outputs(loop, results, store, workdir, final, parallelism, seconds=time.time() - t0)
+    return 0
+
+
+def _progress(exp, executor, workdir: Path, disable: bool):
+    """The progress bar of `kubenas run`, the best reward so far ({"reward": ...}, for the
+    caller to seed on a resume) and the loop's on_event that moves them."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=exp.max_trials, unit="trial", desc=exp.name, disable=disable,
+               dynamic_ncols=True)
+    best = {"reward": None}
+
+    def on_event(e) -> None:
+        if e.kind == "resumed":
+            bar.write(f"resuming {exp.name}: {e.info['applied']} results applied, "
+                      f"{e.info['sampled'] - e.info['applied']} trials to finish")
+            bar.update(e.info["applied"])
+        elif e.kind == "applied":
+            if e.reward is not None and (best["reward"] is None or e.reward > best["reward"]):
+                best["reward"] = e.reward
+            bar.update(1)
+            bar.set_postfix(best=f"{best['reward']:.4f}" if best["reward"] is not None else "-",
+                            running=len(executor.running))
+            if e.status == "failed":
+                bar.write(f"{e.trial_id} failed (see {workdir}/trials/{e.trial_id}/child.log)")
+
+    return bar, best, on_event
+
+
+def _print_outputs(loop, results, store, workdir: Path, final, parallelism: int,
+                   seconds: float) -> None:
+    """Write the outputs into ``workdir`` and print the summary, their names and the cost."""
+    from kubenas.local.report import write_outputs
+
     summary = write_outputs(loop.credited(results.all()), store, workdir, final=final)
-    summary["seconds"] = round(time.time() - t0, 1)
+    summary["seconds"] = round(seconds, 1)
     print(json.dumps(summary, indent=1))
     print(f"outputs in {workdir}: leaderboard.csv best_architecture.json best_model.pt rewards.png "
           "report.html")
@@ -165,7 +180,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if final is not None:
         print(f"final phase {cost_line(final['cost']['final'], parallelism, final['phaseSeconds'])}")
         print(final_line(final))
-    return 0
 
 
 def _run_enas(exp, factory, trainer_config: dict, store, workdir: Path) -> int:
