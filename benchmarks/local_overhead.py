@@ -38,8 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from kubenas.contracts import Architecture, result_key  # noqa: E402
-from kubenas.controller.interfaces import TrialRequest  # noqa: E402
+from kubenas.contracts import Architecture, TrialRequest, result_key  # noqa: E402
 from kubenas.local.executor import CHILDREN_ENV, ProcessExecutor  # noqa: E402
 from kubenas.storage.local import LocalStore  # noqa: E402
 

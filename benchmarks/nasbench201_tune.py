@@ -14,7 +14,7 @@ the configuration with the best mean).
         --log docs/benchmark-nasbench201-tuning.log
 
 The winners go into ``STRATEGY_DEFAULTS`` / ``PICK_DEFAULTS`` in
-``controller/spaces/nasbench201.py`` by hand (this script only reports).
+``benchmarks/nasbench201/config.py`` by hand (this script only reports).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kubenas.controller.benchmark import run_benchmark  # noqa: E402
+from benchmarks.nasbench201.benchmark import run_benchmark  # noqa: E402
 
 BUDGET = 8               # configurations per strategy: the same for every strategy
 SHARES = (0.0, 0.1)      # pick rule: share of the trials re-evaluating the top candidates

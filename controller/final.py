@@ -23,9 +23,9 @@ import logging
 import time
 from typing import Callable, Container, Optional
 
-from kubenas.contracts import Architecture, ResultRecord, result_key
+from kubenas.contracts import (Architecture, Executor, ResultRecord, ResultSource, TrialRefused,
+                               TrialRequest, result_key)
 from kubenas.contracts.result import cost_totals
-from kubenas.controller.interfaces import Executor, ResultSource, TrialRefused, TrialRequest
 from kubenas.experiment import Experiment
 from kubenas.storage import AlreadyExists, NotFound, ObjectStore
 

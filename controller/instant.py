@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional
 
-from kubenas.contracts import ResultRecord, result_key
-from kubenas.controller.interfaces import Executor, TrialRequest
+from kubenas.contracts import Executor, ResultRecord, TrialRequest, result_key
 from kubenas.controller.spaces import make_space
 from kubenas.controller.strategies import make_strategy
 from kubenas.experiment import Experiment, index_of, parse_experiment

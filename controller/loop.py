@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
-from kubenas.contracts import Architecture, ResultRecord, result_key
+from kubenas.contracts import (Architecture, Executor, ResultRecord, ResultSource, TrialRefused,
+                               TrialRequest, result_key)
 from kubenas.contracts.names import ANNOTATION_RESUME_FROM
 from kubenas.contracts.result import add_cost, empty_cost_totals
-from kubenas.controller.interfaces import Executor, ResultSource, TrialRefused, TrialRequest
 from kubenas.controller.ledger import AppliedView, IndexSet, SampledView, TrialIds
 from kubenas.controller.results import applied_key, trial_key
 from kubenas.controller.strategies.base import Strategy

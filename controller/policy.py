@@ -79,6 +79,8 @@ class LSTMPolicy(nn.Module):
 
     # -- one pass over the plan ----------------------------------------------------------
     def _walk(self, plan, actions, generator, with_entropy: bool = True):
+        """Sample (``actions`` None, drawing from ``generator``) or score ``actions`` along
+        ``plan``: (actions taken, summed log P, summed entropy)."""
         if actions is not None and len(actions) != len(plan):
             raise ValueError(f"{len(actions)} actions for a plan of {len(plan)} decisions")
         zeros = torch.zeros(1, self.hidden_size)
@@ -96,50 +98,63 @@ class LSTMPolicy(nn.Module):
             h = x
             given = None if actions is None else actions[t]
             if d.kind == "categorical":
-                logits = self.classifiers[d.key](h)[0]
-                logp_all = F.log_softmax(logits, dim=-1)
-                if given is None:
-                    a = int(torch.multinomial(logp_all.exp(), 1, generator=generator))
-                else:
-                    a = int(given)
-                    if not 0 <= a < logits.numel():
-                        raise ValueError(f"step {t} ({d.key}): action {a} out of range")
-                log_p = log_p + logp_all[a]
-                if with_entropy:
-                    entropy = entropy - (logp_all.exp() * logp_all).sum()
-                taken.append(a)
-                x = self.embeddings[d.key].weight[a].unsqueeze(0)
+                a, x, log_p, entropy = self._categorical(t, d, h, given, generator, log_p,
+                                                         entropy, with_entropy)
             elif d.kind == "anchor":
-                if d.layer != len(anchor_h):
-                    raise ValueError(f"step {t}: anchor of layer {d.layer} after "
-                                     f"{len(anchor_h)} anchors")
-                x = self.anchor_embedding.unsqueeze(0)
-                if anchor_h:
-                    scores = self.v(torch.tanh(torch.cat(anchor_proj) + self.w_curr(h)))[:, 0]
-                    if given is None:
-                        bits = (torch.rand(scores.shape, generator=generator)
-                                < torch.sigmoid(scores)).to(scores.dtype)
-                    else:
-                        if len(given) != len(anchor_h):
-                            raise ValueError(f"step {t}: anchor of layer {d.layer} needs "
-                                             f"{len(anchor_h)} bits, got {len(given)}")
-                        bits = torch.tensor([float(b) for b in given])
-                    # log P(bits) = sum_j log sigmoid(+-score_j): one Bernoulli per earlier layer
-                    log_p = log_p + (bits * F.logsigmoid(scores)
-                                     + (1 - bits) * F.logsigmoid(-scores)).sum()
-                    if with_entropy:
-                        p = torch.sigmoid(scores)
-                        entropy = entropy - (p * F.logsigmoid(scores)
-                                             + (1 - p) * F.logsigmoid(-scores)).sum()
-                    taken.append(tuple(int(b) for b in bits.tolist()))
-                    if bits.sum() > 0:
-                        x = x + (bits.unsqueeze(0) @ torch.cat(anchor_h)) / bits.sum()
-                else:
-                    if given is not None and len(given) != 0:
-                        raise ValueError(f"step {t}: the first anchor takes no bits, got {given!r}")
-                    taken.append(())
+                a, x, log_p, entropy = self._anchor(t, d, h, given, anchor_h, anchor_proj,
+                                                    generator, log_p, entropy, with_entropy)
                 anchor_h.append(h)
                 anchor_proj.append(self.w_prev(h))
             else:
                 raise ValueError(f"step {t}: unknown decision kind {d.kind!r}")
+            taken.append(a)
         return taken, log_p, entropy
+
+    # The two steps add their log P and entropy before building the next input, as one
+    # function did: the autograd graph, and so every gradient, is the same to the bit.
+    def _categorical(self, t, d, h, given, generator, log_p, entropy, with_entropy):
+        """One token: softmax classifier ``d.key`` on ``h``. -> (token, next input, log_p and
+        entropy with this step's added)."""
+        logits = self.classifiers[d.key](h)[0]
+        logp_all = F.log_softmax(logits, dim=-1)
+        if given is None:
+            a = int(torch.multinomial(logp_all.exp(), 1, generator=generator))
+        else:
+            a = int(given)
+            if not 0 <= a < logits.numel():
+                raise ValueError(f"step {t} ({d.key}): action {a} out of range")
+        log_p = log_p + logp_all[a]
+        if with_entropy:
+            entropy = entropy - (logp_all.exp() * logp_all).sum()
+        return a, self.embeddings[d.key].weight[a].unsqueeze(0), log_p, entropy
+
+    def _anchor(self, t, d, h, given, anchor_h, anchor_proj, generator, log_p, entropy,
+                with_entropy):
+        """Layer ``d.layer``'s skip connections: one Bernoulli per earlier anchor. -> (bits,
+        next input, log_p and entropy with this step's added)."""
+        if d.layer != len(anchor_h):
+            raise ValueError(f"step {t}: anchor of layer {d.layer} after "
+                             f"{len(anchor_h)} anchors")
+        x = self.anchor_embedding.unsqueeze(0)
+        if not anchor_h:
+            if given is not None and len(given) != 0:
+                raise ValueError(f"step {t}: the first anchor takes no bits, got {given!r}")
+            return (), x, log_p, entropy
+        scores = self.v(torch.tanh(torch.cat(anchor_proj) + self.w_curr(h)))[:, 0]
+        if given is None:
+            bits = (torch.rand(scores.shape, generator=generator)
+                    < torch.sigmoid(scores)).to(scores.dtype)
+        else:
+            if len(given) != len(anchor_h):
+                raise ValueError(f"step {t}: anchor of layer {d.layer} needs "
+                                 f"{len(anchor_h)} bits, got {len(given)}")
+            bits = torch.tensor([float(b) for b in given])
+        # log P(bits) = sum_j log sigmoid(+-score_j): one Bernoulli per earlier layer
+        log_p = log_p + (bits * F.logsigmoid(scores) + (1 - bits) * F.logsigmoid(-scores)).sum()
+        if with_entropy:
+            p = torch.sigmoid(scores)
+            entropy = entropy - (p * F.logsigmoid(scores) + (1 - p) * F.logsigmoid(-scores)).sum()
+        taken = tuple(int(b) for b in bits.tolist())
+        if bits.sum() > 0:
+            x = x + (bits.unsqueeze(0) @ torch.cat(anchor_h)) / bits.sum()
+        return taken, x, log_p, entropy

@@ -11,8 +11,7 @@ import logging
 import time
 from typing import Container, Optional
 
-from kubenas.contracts import Architecture, ContractError, ResultRecord
-from kubenas.controller.interfaces import ResultSource
+from kubenas.contracts import Architecture, ContractError, ResultRecord, ResultSource
 from kubenas.storage import NotFound, ObjectStore
 
 log = logging.getLogger("kubenas.controller")

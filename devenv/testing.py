@@ -2,8 +2,9 @@
 
 A test module subclasses :class:`StoreContract` and provides two fixtures: ``store`` (a fresh,
 empty store) and ``store_factory`` (a picklable zero-argument callable that opens *the same*
-store again, used inside worker processes). tests/storage/test_local_store.py and
-tests/storage/test_s3_store.py run it against LocalStore and a real SeaweedFS.
+store again, used inside worker processes). tests/storage/test_local_store.py,
+tests/storage/test_s3_store.py and tests/storage/test_memory_store.py run it against
+LocalStore, a real SeaweedFS and MemoryStore (its threads only: one process's store).
 """
 
 from __future__ import annotations

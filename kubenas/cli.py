@@ -23,29 +23,18 @@ def _err(msg: str) -> int:
 
 # -- kubenas run ------------------------------------------------------------------------------
 
-def _strategy_factory(exp):
-    from kubenas.controller.spaces import make_space
-    from kubenas.controller.strategies import make_strategy
-
-    def factory():
-        space = make_space(exp.space, exp.space_options)
-        return make_strategy(exp.strategy, space, exp.strategy_options, exp.seed)
-
-    factory()  # validate space and strategy options before anything starts
-    return factory
-
-
 def check_run(path: str | Path):
     """Everything `kubenas run` checks before it starts anything: the file, the space and
     strategy options (a strategy is built), the trainer section. Returns the experiment, the
     strategy factory and the children's trainer config; raises ContractError naming the file
     and the field."""
+    from kubenas.controller import strategy_factory
     from kubenas.experiment import load_experiment
-    from kubenas.trainer.config import validate_trainer_config
+    from kubenas.trainer import validate_trainer_config
 
     exp = load_experiment(path)
     try:
-        factory = _strategy_factory(exp)
+        factory = strategy_factory(exp)
         trainer_config = validate_trainer_config(exp.trainer, space=exp.space, where="spec.trainer")
         check_final(exp)
     except ContractError as exc:
@@ -58,8 +47,8 @@ def check_final(exp) -> None:
     children will accept), before anything starts."""
     if exp.final is None:
         return
-    from kubenas.controller.final import grid_points
-    from kubenas.trainer.config import validate_trainer_config
+    from kubenas.controller import grid_points
+    from kubenas.trainer import validate_trainer_config
 
     if exp.space != "cnn":
         raise ContractError(f"spec.final: the final retrain is implemented for the cnn space "
@@ -73,7 +62,7 @@ def _final_phase(exp, executor, results, store, loop, bar) -> dict | None:
     """The final phase after the search (spec.final): grid, retrain, test once."""
     if exp.final is None:
         return None
-    from kubenas.controller.final import FinalPhase
+    from kubenas.controller import FinalPhase
 
     def on_event(kind: str, info: dict) -> None:
         if kind == "grid":
@@ -110,11 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{exp.max_trials} trials)")
         return 0
 
-    from kubenas.controller.loop import LoopEvent, SearchLoop
-    from kubenas.controller.policy import use_one_thread
-    from kubenas.controller.results import StoreResultSource
+    from kubenas.controller import SearchLoop, StoreResultSource, use_one_thread
     from kubenas.local.executor import ProcessExecutor
-    from kubenas.local.report import write_outputs
     from kubenas.storage import open_store
 
     use_one_thread()   # the children are processes of their own, with their own threads
@@ -130,30 +116,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                                warm=False if args.cold_children else None)  # None: the default
     results = StoreResultSource(store)
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=exp.max_trials, unit="trial", desc=exp.name, disable=args.no_progress,
-               dynamic_ncols=True)
-    best = {"reward": None}
-
-    def on_event(e: LoopEvent) -> None:
-        if e.kind == "resumed":
-            bar.write(f"resuming {exp.name}: {e.info['applied']} results applied, "
-                      f"{e.info['sampled'] - e.info['applied']} trials to finish")
-            bar.update(e.info["applied"])
-        elif e.kind == "applied":
-            if e.reward is not None and (best["reward"] is None or e.reward > best["reward"]):
-                best["reward"] = e.reward
-            bar.update(1)
-            bar.set_postfix(best=f"{best['reward']:.4f}" if best["reward"] is not None else "-",
-                            running=len(executor.running))
-            if e.status == "failed":
-                bar.write(f"{e.trial_id} failed (see {workdir}/trials/{e.trial_id}/child.log)")
-
+    bar, best, on_event = _progress(exp, executor, workdir, disable=args.no_progress)
     t0 = time.time()
     loop = SearchLoop(exp, factory, executor, results, store, on_event=on_event)
     best["reward"] = loop.summary()["bestReward"]  # resumed: the best so far
-    from kubenas.controller.final import FinalPhaseFailed
+    from kubenas.controller import FinalPhaseFailed
 
     try:
         loop.run()
@@ -169,8 +136,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     bar.close()
+    _print_outputs(loop, results, store, workdir, final, parallelism, seconds=time.time() - t0)
+    return 0
+
+
+def _progress(exp, executor, workdir: Path, disable: bool):
+    """The progress bar of `kubenas run`, the best reward so far ({"reward": ...}, for the
+    caller to seed on a resume) and the loop's on_event that moves them."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=exp.max_trials, unit="trial", desc=exp.name, disable=disable,
+               dynamic_ncols=True)
+    best = {"reward": None}
+
+    def on_event(e) -> None:
+        if e.kind == "resumed":
+            bar.write(f"resuming {exp.name}: {e.info['applied']} results applied, "
+                      f"{e.info['sampled'] - e.info['applied']} trials to finish")
+            bar.update(e.info["applied"])
+        elif e.kind == "applied":
+            if e.reward is not None and (best["reward"] is None or e.reward > best["reward"]):
+                best["reward"] = e.reward
+            bar.update(1)
+            bar.set_postfix(best=f"{best['reward']:.4f}" if best["reward"] is not None else "-",
+                            running=len(executor.running))
+            if e.status == "failed":
+                bar.write(f"{e.trial_id} failed (see {workdir}/trials/{e.trial_id}/child.log)")
+
+    return bar, best, on_event
+
+
+def _print_outputs(loop, results, store, workdir: Path, final, parallelism: int,
+                   seconds: float) -> None:
+    """Write the outputs into ``workdir`` and print the summary, their names and the cost."""
+    from kubenas.local.report import write_outputs
+
     summary = write_outputs(loop.credited(results.all()), store, workdir, final=final)
-    summary["seconds"] = round(time.time() - t0, 1)
+    summary["seconds"] = round(seconds, 1)
     print(json.dumps(summary, indent=1))
     print(f"outputs in {workdir}: leaderboard.csv best_architecture.json best_model.pt rewards.png "
           "report.html")
@@ -178,7 +180,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if final is not None:
         print(f"final phase {cost_line(final['cost']['final'], parallelism, final['phaseSeconds'])}")
         print(final_line(final))
-    return 0
 
 
 def _run_enas(exp, factory, trainer_config: dict, store, workdir: Path) -> int:
@@ -247,7 +248,7 @@ def cmd_train_child(args: argparse.Namespace) -> int:
         config = _read_json_arg(args.trainer_config_json, args.trainer_config_file, "trainer-config")
     except ContractError as exc:
         return _err(str(exc))
-    from kubenas.trainer.child import train_child
+    from kubenas.trainer import train_child
 
     try:
         store = open_store(args.store)
@@ -265,22 +266,30 @@ def cmd_train_child(args: argparse.Namespace) -> int:
 # -- kubenas controller / operator / benchmark --------------------------------------------------
 
 def cmd_controller(args: argparse.Namespace) -> int:
-    from kubenas.incluster import run_controller
+    from kubenas.cluster_search import run_controller
 
     return run_controller(experiment=args.experiment, namespace=args.namespace,
                           replica=args.replica, metrics_port=args.metrics_port)
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
-    from kubenas.operator.main import run
+    from kubenas.operator import run_operator
 
-    run(namespace=args.namespace, resync_seconds=args.resync_seconds,
+    run_operator(namespace=args.namespace, resync_seconds=args.resync_seconds,
         metrics_port=args.metrics_port)
     return 0
 
 
 def cmd_benchmark(argv: list[str]) -> int:
-    from kubenas.controller.benchmark import main as bench_main
+    """The NAS-Bench-201 benchmark (benchmarks/nasbench201), from the source checkout this
+    package is installed from (editable): benchmarks are not part of the product."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "nasbench201" / "benchmark.py").is_file():
+        return _err(f"kubenas benchmark runs benchmarks/nasbench201 from a source checkout; "
+                    f"none at {root} (clone the repository, pip install -e '.[bench]')")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.nasbench201.benchmark import main as bench_main
 
     return bench_main(argv)
 

@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
 
 from kubenas.contracts import Architecture, ContractError
-from kubenas.controller.interfaces import Executor, TrialRefused, TrialRequest
+from kubenas.contracts import Executor, TrialRefused, TrialRequest
 from kubenas.operator import constants as C
 from kubenas.operator.jobs import owner_reference, trial_labels
 from kubenas.operator.informer import Informer

@@ -13,7 +13,7 @@ Options (``spaceOptions``):
   kind of decision.
 
 The architecture's ``tokens`` are the six operation indices; ``table_index`` maps them to
-the NAS-Bench-201 cell index used by ``kubenas.controller.nasbench201_table``.
+the NAS-Bench-201 cell index used by the benchmark's table (``benchmarks/nasbench201/table.py``).
 """
 
 from __future__ import annotations
@@ -29,41 +29,6 @@ from kubenas.controller.spaces.base import Action, Decision, SearchSpace
 SPACE_NAME = "nasbench201"
 DEFAULTS = {"sharedClassifier": False}
 
-#: Strategy options tuned for this space on the cifar10-valid table only (see
-#: docs/benchmark-nasbench201.md). REINFORCE's come from an earlier sweep (run seeds 1000-1039)
-#: and held in the equal-budget sweep (benchmarks/nasbench201_tune.py, run seeds 2000-2029,
-#: 8 configurations per strategy), which chose evolution's; neither uses the seeds the
-#: benchmark reports. ``make_strategy`` applies them beneath the experiment's own
-#: ``strategyOptions``, which win. Everything not listed keeps the strategy's default
-#: (REINFORCE: 2-layer LSTM, 35 units, init 0.08, Adam, baselineDecay 0.95, m = G = 1).
-STRATEGY_DEFAULTS: dict[str, dict] = {
-    "reinforce": {
-        "learningRate": 0.03,        # paper: 0.0006 — too slow to move in 150 samples
-        "entropyWeight": 0.1,        # keeps the policy from collapsing onto early winners
-        "rewardShaping": "rank",     # the advantage from the reward's rank among the last
-                                     # 100 rewards: robust to the narrow spread of accuracies
-    },
-    "evolution": {
-        "populationSize": 50,        # Real et al.: 100, i.e. 100 of 150 trials random search
-        "sampleSize": 15,            # Real et al.: 25
-    },
-}
-
-#: The benchmark's pick rule per strategy, chosen in the same sweep: ``reevalShare`` of the
-#: trials go to re-evaluating the best cells (one per re-evaluation unless ``reevalTopK``)
-#: with a training seed they have not had, and the pick is the candidate with the best mean
-#: reward. Missing: pick the best single draw. The gains are within the sweep's noise.
-PICK_DEFAULTS: dict[str, dict] = {
-    "evolution": {"reevalShare": 0.1},
-    "random": {"reevalShare": 0.05},
-}
-
-#: The reward exponent the benchmark's simulated trainer uses by default for this space
-#: (the trainer's ``rewardExponent``: reward = (val_acc/100) ** exponent; the paper's 3).
-#: With rank shaping (and for random search / evolution, which only compare rewards) any
-#: monotone shaping gives identical runs.
-REWARD_EXPONENT = 3.0
-
 
 def edge_key(edge: str) -> str:
     """Classifier key of one edge: ``"1<-0"`` -> ``"edge_1_0"``."""
@@ -73,8 +38,6 @@ def edge_key(edge: str) -> str:
 
 class NasBench201Space(SearchSpace):
     name = SPACE_NAME
-
-    strategy_defaults = STRATEGY_DEFAULTS
 
     def __init__(self, options: Optional[Mapping] = None, where: str = "spec.search.spaceOptions"):
         o = F.resolve(options, DEFAULTS, where)

@@ -51,12 +51,24 @@ def make_strategy(name: str, space: SearchSpace, options: Optional[Mapping] = No
     if name not in STRATEGIES:
         raise ContractError(f"spec.search.strategy: unknown strategy {name!r} "
                             f"(known: {', '.join(sorted(STRATEGIES))})")
-    # A space may carry tuned defaults per strategy (``strategy_defaults``, e.g. nasbench201);
-    # the experiment's own options override them.
-    defaults = dict(getattr(space, "strategy_defaults", {}).get(name, {}))
     if options is not None and not isinstance(options, Mapping):
         raise ContractError(f"{where}: must be a mapping, got {type(options).__name__}")
-    return STRATEGIES[name](space, {**defaults, **dict(options or {})}, seed, where=where)
+    return STRATEGIES[name](space, dict(options or {}), seed, where=where)
 
 
-__all__ = ["Feedback", "Proposal", "STRATEGIES", "Strategy", "make_strategy"]
+def strategy_factory(exp) -> Callable[[], Strategy]:
+    """The experiment's strategy as a factory (the search loop builds a fresh one to load a
+    state into): ``exp.space`` with ``exp.space_options``, ``exp.strategy`` with
+    ``exp.strategy_options`` and ``exp.seed``. One strategy is built here, so a bad space or
+    strategy option raises ContractError before anything starts."""
+    from kubenas.controller.spaces import make_space
+
+    def factory() -> Strategy:
+        space = make_space(exp.space, exp.space_options)
+        return make_strategy(exp.strategy, space, exp.strategy_options, exp.seed)
+
+    factory()  # validate space and strategy options before anything starts
+    return factory
+
+
+__all__ = ["Feedback", "Proposal", "STRATEGIES", "Strategy", "make_strategy", "strategy_factory"]

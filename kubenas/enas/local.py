@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kubenas.enas.search import EnasSearch
 from kubenas.storage import ObjectStore
-from kubenas.trainer.config import TrainerConfig
+from kubenas.trainer import TrainerConfig
 
 
 def run_local(exp, strategy_factory, trainer_config: dict, store: ObjectStore,

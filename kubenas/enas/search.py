@@ -23,13 +23,11 @@ from typing import Callable, Mapping, Optional
 
 import torch
 
-from kubenas.controller.strategies.enas import EnasStrategy
+from kubenas.controller import EnasStrategy
 from kubenas.storage import NotFound, ObjectStore
-from kubenas.trainer.config import TrainerConfig, require_image_dataset
-from kubenas.trainer.data import load_dataset
-from kubenas.trainer.enas.networks import build_supernet
-from kubenas.trainer.enas.shared import Batches, cosine_lr, path_accuracy, train_epoch_part
-from kubenas.trainer.train import make_optimizer, resolve_device
+from kubenas.trainer import (Batches, TrainerConfig, build_supernet, cosine_lr, load_dataset,
+                             make_optimizer, path_accuracy, require_image_dataset,
+                             resolve_device, train_epoch_part)
 
 CHECKPOINT_KEY = "enas/checkpoint.pt"
 

@@ -24,8 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Union
 
-from kubenas.contracts import ResultRecord, result_key
-from kubenas.controller.interfaces import Executor, TrialRequest
+from kubenas.contracts import Executor, ResultRecord, TrialRequest, result_key
 from kubenas.local.warm import WarmChild, Zygote
 from kubenas.local.zygote import die_with_parent
 from kubenas.storage import AlreadyExists, ObjectStore

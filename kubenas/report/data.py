@@ -10,8 +10,7 @@ from typing import Optional
 
 from kubenas.contracts import ResultRecord
 from kubenas.contracts.result import cost_totals
-from kubenas.controller.loop import read_ledger
-from kubenas.controller.results import StoreResultSource
+from kubenas.controller import StoreResultSource, read_ledger
 from kubenas.storage import NotFound, ObjectStore, open_store
 
 log = logging.getLogger("kubenas.report")

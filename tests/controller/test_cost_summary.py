@@ -6,10 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from kubenas.contracts import Cost, ResultRecord, result_key
+from kubenas.contracts import Cost, ResultRecord, TrialRequest, result_key
 from kubenas.contracts.result import cost_totals
 from kubenas.controller.instant import InstantExecutor, cnn_reinforce_experiment, strategy_factory
-from kubenas.controller.interfaces import TrialRequest
 from kubenas.controller.loop import STATE_KEY, SearchLoop
 from kubenas.controller.results import StoreResultSource
 from kubenas.experiment import index_of

@@ -10,8 +10,7 @@ from typing import Optional
 
 import pytest
 
-from kubenas.contracts import Architecture, ResultRecord, result_key
-from kubenas.controller.interfaces import Executor, TrialRequest
+from kubenas.contracts import Architecture, Executor, ResultRecord, TrialRequest, result_key
 from kubenas.controller.loop import STATE_KEY, SearchLoop, architecture_digest
 from kubenas.controller.results import StoreResultSource
 from kubenas.controller.strategies.base import Feedback, Proposal, Strategy

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 
-from kubenas.contracts import ResultRecord, result_key
+from kubenas.contracts import ResultRecord, TrialRefused, TrialRequest, result_key
 from kubenas.controller.instant import InstantExecutor, cnn_reinforce_experiment, strategy_factory
-from kubenas.controller.interfaces import TrialRefused, TrialRequest
 from kubenas.controller.loop import SearchLoop
 from kubenas.controller.results import StoreResultSource
 from kubenas.storage.local import LocalStore

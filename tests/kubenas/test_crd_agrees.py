@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubenas.cli import _strategy_factory
+from kubenas.controller import strategy_factory
 from kubenas.contracts import ContractError, names
 from kubenas.contracts.architecture import SPACES as ARCHITECTURE_SPACES
 from kubenas.controller.spaces import SPACES as SPACE_REGISTRY
@@ -39,7 +39,7 @@ FULL["spec"]["search"]["spaceOptions"].update(strides=[1], poolingAt=[])
 def check(doc: dict):
     """What `kubenas run` checks (kubenas.cli.check_run, without the file)."""
     exp = parse_experiment(doc)
-    _strategy_factory(exp)
+    strategy_factory(exp)
     validate_trainer_config(exp.trainer, space=exp.space, where="spec.trainer")
     return exp
 

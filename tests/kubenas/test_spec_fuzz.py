@@ -17,6 +17,7 @@ import yaml
 
 from kubenas import cli
 from kubenas.contracts import ContractError
+from kubenas.controller import strategy_factory
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((REPO / "examples").glob("*.yaml"))}
@@ -175,7 +176,7 @@ def test_floats_that_are_not_numbers_are_refused_by_name():
     doc = copy.deepcopy(EXAMPLES["quickstart"])
     doc["spec"]["search"]["strategyOptions"]["learningRate"] = math.nan
     with pytest.raises(ContractError, match=r"^spec\.search\.strategyOptions\.learningRate: "):
-        cli._strategy_factory(cli_parse(doc))
+        strategy_factory(cli_parse(doc))
 
 
 def cli_parse(doc):

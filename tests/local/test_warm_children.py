@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kubenas.contracts import Architecture, result_key
-from kubenas.controller.interfaces import TrialRequest
+from kubenas.contracts import Architecture, TrialRequest, result_key
 from kubenas.local.executor import CHILDREN_ENV, ProcessExecutor, exit_reason
 from kubenas.local.warm import Zygote, ZygoteError
 from kubenas.storage.local import LocalStore

@@ -24,8 +24,7 @@ def main(argv=None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
-    from kubenas.contracts import Architecture, ResultRecord, result_key
-    from kubenas.controller.interfaces import TrialRequest
+    from kubenas.contracts import Architecture, ResultRecord, TrialRequest, result_key
     from kubenas.operator.executor import KubernetesExecutor
     from kubenas.storage import NotFound, open_store
 

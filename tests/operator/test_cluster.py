@@ -12,8 +12,7 @@ import urllib.request
 
 import pytest
 
-from kubenas.contracts import Architecture, ResultRecord, result_key
-from kubenas.controller.interfaces import TrialRefused, TrialRequest
+from kubenas.contracts import Architecture, ResultRecord, TrialRefused, TrialRequest, result_key
 from kubenas.operator.executor import KubernetesExecutor, write_experiment_status
 from kubenas.operator.jobs import build_job
 from kubenas.operator.kube import KubeError, custom_path, jobs_path

@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from kubenas.contracts import Architecture
-from kubenas.controller.interfaces import TrialRefused, TrialRequest
+from kubenas.contracts import Architecture, TrialRefused, TrialRequest
 from kubenas.operator import executor as executor_mod
 from kubenas.operator.executor import Backoff, KubernetesExecutor, is_transient
 from kubenas.operator.kube import KubeError, TransportError

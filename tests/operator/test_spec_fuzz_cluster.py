@@ -23,7 +23,7 @@ import random
 
 import pytest
 
-from kubenas.cli import _strategy_factory
+from kubenas.controller import strategy_factory
 from kubenas.contracts import ContractError
 from kubenas.operator.kube import KubeError, custom_path
 from kubenas.operator.settings import Settings
@@ -72,7 +72,7 @@ def _kubenas_verdict(stored: dict) -> str:
     """What the operator and the controller pod say of an object the API server took."""
     try:
         exp = parse_experiment_object(stored, CHART)
-        factory = _strategy_factory(exp)
+        factory = strategy_factory(exp)
         validate_trainer_config(exp.trainer, space=exp.space, where="spec.trainer")
     except ContractError as exc:
         assert _names_a_field(stored, str(exc)), f"names no field: {str(exc)[:300]}"

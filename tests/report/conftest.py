@@ -7,9 +7,8 @@ import dataclasses
 
 import pytest
 
-from kubenas.contracts import Cost, EpochMetrics, ResultRecord, result_key
+from kubenas.contracts import Cost, EpochMetrics, ResultRecord, TrialRequest, result_key
 from kubenas.controller.instant import InstantExecutor, strategy_factory, token_reward
-from kubenas.controller.interfaces import TrialRequest
 from kubenas.controller.loop import SearchLoop
 from kubenas.controller.results import StoreResultSource
 from kubenas.experiment import index_of, parse_experiment

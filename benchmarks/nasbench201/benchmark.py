@@ -19,6 +19,8 @@ options, per-run curves and picks, wall time) — and the printed table.
 
     kubenas benchmark --space nasbench201 --dataset cifar10 \\
         --strategies reinforce,random,evolution --trials 150 --seeds 30 --out runs/bench
+
+(``python -m benchmarks.nasbench201 ...`` from the repository root is the same.)
 """
 
 from __future__ import annotations
@@ -35,62 +37,17 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from kubenas.controller.interfaces import TrialRequest
-from kubenas.controller.nasbench201_table import DATASETS, NB201Table, canonical_dataset, load_table
-from kubenas.controller.simulated import TableExecutor
-from kubenas.storage.base import AlreadyExists, NotFound, ObjectStore, PreconditionFailed
+from benchmarks.nasbench201.config import PICK_DEFAULTS, REWARD_EXPONENT, STRATEGY_DEFAULTS
+from benchmarks.nasbench201.simulated import TableExecutor
+from benchmarks.nasbench201.table import DATASETS, NB201Table, canonical_dataset, load_table
+from kubenas.contracts import TrialRequest
+from kubenas.storage.memory import MemoryStore
 
 CHECKPOINTS = (25, 50, 100, 150)
 DEFAULT_STRATEGIES = ("reinforce", "random", "evolution")
 BASELINE = "random"
 DATASET_LABELS = {"cifar10": "cifar10 (cifar10-valid)", "cifar100": "cifar100",
                   "imagenet": "imagenet (ImageNet16-120)"}
-
-
-# -- an in-memory object store for the loop's state -------------------------------------------
-
-class MemoryStore(ObjectStore):
-    """The loop persists its state after every step; here that stays in this process."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, tuple[bytes, str]] = {}
-        self._n = 0
-
-    def _etag(self) -> str:
-        self._n += 1
-        return str(self._n)
-
-    def put_new(self, key: str, data: bytes) -> str:
-        if key in self._data:
-            raise AlreadyExists(key)
-        return self.put(key, data)
-
-    def put(self, key: str, data: bytes) -> str:
-        etag = self._etag()
-        self._data[key] = (bytes(data), etag)
-        return etag
-
-    def put_if_match(self, key: str, data: bytes, etag: Optional[str]) -> str:
-        current = self._data.get(key, (None, None))[1]
-        if current != etag:
-            raise PreconditionFailed(f"{key}: expected etag {etag!r}, found {current!r}")
-        return self.put(key, data)
-
-    def get_with_etag(self, key: str) -> tuple[bytes, str]:
-        try:
-            return self._data[key]
-        except KeyError:
-            raise NotFound(key) from None
-
-    def list(self, prefix: str = "", start_after: Optional[str] = None) -> list[str]:
-        return sorted(k for k in self._data
-                      if k.startswith(prefix) and (start_after is None or k > start_after))
-
-    def delete(self, key: str) -> None:
-        self._data.pop(key, None)
-
-    def url(self) -> str:
-        return "memory://benchmark"
 
 
 # -- one run ---------------------------------------------------------------------------------
@@ -130,21 +87,17 @@ class RunResult:
 
 
 def effective_options(space: str, strategy: str, options: Optional[Mapping] = None) -> dict:
-    """The options a run passes on top of the strategy's own defaults: the space's tuned
-    ``strategy_defaults`` for ``strategy`` (what ``make_strategy`` applies anyway), overridden
-    by ``options``. Recorded in runs.json so a result says exactly what it ran with."""
-    from kubenas.controller.spaces import make_space
-
-    out = dict(getattr(make_space(space), "strategy_defaults", {}).get(strategy, {}))
+    """The options a run passes on top of the strategy's own defaults: the benchmark's tuned
+    ``STRATEGY_DEFAULTS`` for ``strategy`` on the nasbench201 space
+    (``benchmarks/nasbench201/config.py``), overridden by ``options``. Recorded in runs.json
+    so a result says exactly what it ran with."""
+    out = dict(STRATEGY_DEFAULTS.get(strategy, {})) if space == "nasbench201" else {}
     out.update(dict(options or {}))
     return out
 
 
 def default_reward_exponent(space: str) -> float:
-    if space == "nasbench201":
-        from kubenas.controller.spaces.nasbench201 import REWARD_EXPONENT
-        return float(REWARD_EXPONENT)
-    return 3.0
+    return float(REWARD_EXPONENT) if space == "nasbench201" else 3.0
 
 
 # -- the pick and its honest score ------------------------------------------------------------
@@ -257,9 +210,7 @@ def run_one(spec: RunSpec) -> RunResult:
     import torch
 
     torch.set_num_threads(1)
-    from kubenas.controller.loop import SearchLoop
-    from kubenas.controller.spaces import make_space
-    from kubenas.controller.strategies import make_strategy
+    from kubenas.controller import SearchLoop, make_space, make_strategy
 
     if spec.driver not in ("direct", "loop"):
         raise ValueError(f"driver must be 'direct' or 'loop', got {spec.driver!r}")
@@ -292,7 +243,7 @@ def run_one(spec: RunSpec) -> RunResult:
 
     # "loop" also checkpoints the whole controller state after every step, as a real run does;
     # "direct" skips that (it dominates a table lookup's cost). Results are identical.
-    SearchLoop(exp, factory, executor, executor, MemoryStore(), on_event=on_event,
+    SearchLoop(exp, factory, executor, executor, MemoryStore("benchmark"), on_event=on_event,
                poll_interval=0.0, checkpoint=spec.driver == "loop").run()
     spent = reevaluate(executor, tracker, reevals, spec.reeval_top_k, on_result)
     pick = tracker.pick()
@@ -467,11 +418,10 @@ def _normalise_options(strategies: Sequence[str], strategy_options: Optional[Map
 
 def pick_rule(space: str, strategy: str, reeval_share: Optional[float] = None,
               reeval_top_k: Optional[int] = None) -> dict:
-    """The pick rule a strategy's runs use: the space's tuned ``PICK_DEFAULTS`` beneath the
-    caller's ``reeval_share`` / ``reeval_top_k`` (None: keep the default)."""
+    """The pick rule a strategy's runs use: the benchmark's tuned ``PICK_DEFAULTS`` beneath
+    the caller's ``reeval_share`` / ``reeval_top_k`` (None: keep the default)."""
     rule = {"reevalShare": 0.0, "reevalTopK": None}
     if space == "nasbench201":
-        from kubenas.controller.spaces.nasbench201 import PICK_DEFAULTS
         rule.update(PICK_DEFAULTS.get(strategy, {}))
     if reeval_share is not None:
         rule["reevalShare"] = float(reeval_share)
@@ -531,10 +481,10 @@ def run_benchmark(space: str = "nasbench201", dataset: str = "cifar10",
     """Run every strategy on seeds ``seed_offset .. seed_offset+seeds-1`` and summarise.
 
     ``strategy_options`` is keyed by strategy name (``{"reinforce": {"learningRate": 0.01}}``)
-    and overrides the space's tuned defaults (``STRATEGY_DEFAULTS`` in the space module).
+    and overrides the benchmark's tuned defaults (``STRATEGY_DEFAULTS`` in ``config.py``).
     ``reeval_share`` / ``reeval_top_k`` override every strategy's pick rule (``PICK_DEFAULTS``
-    there; share 0: pick the best single draw). ``reward_exponent`` defaults to the space's
-    tuned ``REWARD_EXPONENT``. ``jobs``: worker processes (default: the CPU count); results
+    there; share 0: pick the best single draw). ``reward_exponent`` defaults to the
+    benchmark's ``REWARD_EXPONENT``. ``jobs``: worker processes (default: the CPU count); results
     do not depend on it. ``driver``: "direct" (``SearchLoop`` without per-step checkpoints,
     fast) or "loop" (checkpointing into an in-memory store as a real run does; same
     results, ~10x slower for REINFORCE).
@@ -635,6 +585,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"wrote {os.path.join(args.out, 'summary.json')} and curves.png")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

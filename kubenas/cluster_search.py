@@ -50,8 +50,8 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
                    metrics_port: Optional[int] = None, api_client=None,
                    stop_event: Optional[threading.Event] = None, poll_interval: float = 1.0,
                    idle_when_done: bool = True) -> int:
-    from kubenas.controller.policy import use_one_thread
-    from kubenas.operator.executor import KubernetesExecutor
+    from kubenas.controller import use_one_thread
+    from kubenas.operator import KubernetesExecutor
 
     use_one_thread()
     stop_event = stop_event or threading.Event()
@@ -67,11 +67,11 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
     except ContractError as exc:
         return _invalid(experiment, namespace, api_client, str(exc), stop_event, idle_when_done)
     try:
-        from kubenas.cli import _strategy_factory
-        from kubenas.trainer.config import validate_trainer_config
+        from kubenas.controller import strategy_factory
+        from kubenas.trainer import validate_trainer_config
 
         exp = executor.experiment
-        factory = _strategy_factory(exp)
+        factory = strategy_factory(exp)
         validate_trainer_config(exp.trainer, space=exp.space, where="spec.trainer")
     except ContractError as exc:
         return _invalid(experiment, namespace, api_client, str(exc), stop_event, idle_when_done,
@@ -107,9 +107,8 @@ def _open_search(executor, factory, replica: str, on_event, poll_interval: float
     another Experiment (another UID) wrote is not resumed: the Experiment gets
     StateOwner=False saying how to resume it explicitly, and this waits, re-reading the
     Experiment, until it is annotated so (or stopped: None)."""
-    from kubenas.controller.loop import SearchLoop, StateOwned
-    from kubenas.controller.results import StoreResultSource
-    from kubenas.operator.validation import state_owner
+    from kubenas.controller import SearchLoop, StateOwned, StoreResultSource
+    from kubenas.operator import state_owner
     from kubenas.storage import open_store
 
     while True:
@@ -176,8 +175,7 @@ def _policy_version(loop) -> Optional[int]:
 
 def _invalid(experiment, namespace, api_client, message, stop_event, idle, executor=None) -> int:
     """A spec the schema could not reject: say so on the Experiment, create no Trials."""
-    from kubenas.operator.executor import write_experiment_status
-    from kubenas.operator.kube import Kube
+    from kubenas.operator import Kube, write_experiment_status
 
     log.error("experiment %s/%s is invalid: %s", namespace, experiment, message)
     kube = executor.kube if executor else Kube(api_client)

@@ -8,11 +8,12 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from kubenas.controller import benchmark as bm  # noqa: E402
-from kubenas.controller.interfaces import TrialRequest  # noqa: E402
-from kubenas.controller.nasbench201_table import NUM_CELLS, NB201Table  # noqa: E402
-from kubenas.controller.simulated import TableExecutor  # noqa: E402
+from benchmarks.nasbench201 import benchmark as bm  # noqa: E402
+from benchmarks.nasbench201.simulated import TableExecutor  # noqa: E402
+from benchmarks.nasbench201.table import NUM_CELLS, NB201Table  # noqa: E402
+from kubenas.contracts import TrialRequest  # noqa: E402
 from kubenas.controller.spaces.nasbench201 import from_table_index  # noqa: E402
+
 
 LUCKY, STEADY, TWO_SEEDS = 7, 11, 13      # cell indices given special accuracies below
 
@@ -161,9 +162,17 @@ def test_budget_split_and_bad_shares():
 
 
 def test_pick_rule_defaults_come_from_the_space_and_yield_to_the_caller():
-    from kubenas.controller.spaces.nasbench201 import PICK_DEFAULTS
+    from benchmarks.nasbench201.config import PICK_DEFAULTS
 
     for strategy in ("reinforce", "random", "evolution"):
         rule = bm.pick_rule("nasbench201", strategy)
         assert rule["reevalShare"] == PICK_DEFAULTS.get(strategy, {}).get("reevalShare", 0.0)
         assert bm.pick_rule("nasbench201", strategy, 0.0, 3) == {"reevalShare": 0.0, "reevalTopK": 3}
+
+
+def test_kubenas_benchmark_runs_the_benchmark_from_the_checkout(capsys):
+    from kubenas import cli
+
+    assert cli.main(["benchmark", "--out", "/nonexistent-never-written",
+                     "--strategy-options", "{bad"]) == 2
+    assert "kubenas benchmark: --strategy-options is not valid JSON" in capsys.readouterr().err

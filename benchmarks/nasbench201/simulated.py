@@ -29,9 +29,8 @@ from typing import Optional
 
 import numpy as np
 
-from kubenas.contracts import ResultRecord
-from kubenas.controller.interfaces import Executor, ResultSource, TrialRequest
-from kubenas.controller.nasbench201_table import NB201Table, load_table
+from benchmarks.nasbench201.table import NB201Table, load_table
+from kubenas.contracts import Executor, ResultRecord, ResultSource, TrialRequest
 from kubenas.controller.spaces.nasbench201 import table_index
 
 #: where simulated time 0 sits on the calendar (for the ISO timestamps of the records)

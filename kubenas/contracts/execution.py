@@ -1,8 +1,12 @@
 """What the search loop talks to: an executor that launches trials, a source of results.
 
+A contract, like the architecture description and the result record: the controller room's
+search loop calls these, the operator room and the ground floor implement them.
 Implementations: ``kubenas.local.executor.ProcessExecutor`` (children as local processes),
-``kubenas.operator.executor.KubernetesExecutor`` (Trial objects -> Jobs) and
-``kubenas.controller.simulated.TableExecutor`` (NAS-Bench-201 lookups, simulated time).
+``kubenas.operator.executor.KubernetesExecutor`` (Trial objects -> Jobs),
+``kubenas.controller.results.StoreResultSource`` (result records in the store) and, outside
+the product, ``benchmarks.nasbench201.simulated.TableExecutor`` (NAS-Bench-201 lookups,
+simulated time).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Container, Optional
 
-from kubenas.contracts import Architecture, ResultRecord
+from kubenas.contracts.architecture import Architecture
+from kubenas.contracts.result import ResultRecord
 
 
 @dataclass(frozen=True)
