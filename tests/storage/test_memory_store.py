@@ -19,14 +19,10 @@ def store(shared):
 
 
 class TestMemoryStoreContract(StoreContract):
-    # The process races need a store another process can open; this one lives in one process.
-    @pytest.mark.skip(reason="an in-memory store is one process's: no other process opens it")
-    def test_racing_writers_processes_one_winner(self):
-        pass
-
-    @pytest.mark.skip(reason="an in-memory store is one process's: no other process opens it")
-    def test_cas_no_lost_update_processes(self):
-        pass
+    # The process races need a store another process can open; this one lives in one process,
+    # so those two contract tests do not apply (None: pytest collects nothing, rather than a skip).
+    test_racing_writers_processes_one_winner = None
+    test_cas_no_lost_update_processes = None
 
 
 def test_url_names_the_store():
