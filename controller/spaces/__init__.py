@@ -1,9 +1,12 @@
 """Search spaces and their registry (pure Python: no torch needed to build or decode one).
 
 ``make_space(name, options)`` builds a space from the experiment's ``search.space`` and
-``search.spaceOptions``. To add a space, add one entry to ``SPACES``: a callable taking
-``(options: dict | None)`` and returning a ``SearchSpace`` (raising ContractError on bad
-options).
+``search.spaceOptions``. To add a space: its name to ``kubenas.contracts.names.SPACES`` (the
+one list the spec parser reads) and to the Experiment CRD's ``search.space`` enum
+(operator/crds/, then ``scripts/gen-manifests.sh``), one entry here in ``SPACES`` (a callable taking ``(options: dict | None)`` and returning
+a ``SearchSpace``, raising ContractError on bad options), and the child builder for its
+architectures in ``trainer/builders``; tests/kubenas/test_crd_agrees.py fails until the
+lists agree.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from kubenas.controller.spaces.enas_macro import EnasMacroSpace
 from kubenas.controller.spaces.nasbench201 import NasBench201Space
 from kubenas.controller.spaces.rnn_cell import RnnCellSpace
 
-# name -> factory(options) -> SearchSpace.  Registration point for further spaces
-# (e.g. "nasbench201": NasBench201Space from controller/spaces/nasbench201.py).
+# name -> factory(options) -> SearchSpace, in kubenas.contracts.names.SPACES's order.
 SPACES: dict[str, Callable[..., SearchSpace]] = {
     "cnn": CnnSpace,
     "rnn_cell": RnnCellSpace,
