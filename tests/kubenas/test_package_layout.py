@@ -30,24 +30,28 @@ def _python_files():
                 yield path
 
 
-def _bare_room_imports(path: Path) -> list[str]:
+# operator/'s own module and package names: `from operator import reconciler` is the room's,
+# `from operator import itemgetter` the standard library's.
+OPERATOR_OWN = {p.stem for p in (REPO / "operator").glob("*.py")} | \
+    {p.name for p in (REPO / "operator").iterdir() if p.is_dir()}
+
+
+def _bare_room_imports(source: str, label: str) -> list[str]:
     """``import controller...``/``from trainer... import``; for ``operator``, which is also the
     standard library's, only a name that is one of the room's own modules."""
-    own = {p.stem for p in (REPO / "operator").glob("*.py")} | \
-        {p.name for p in (REPO / "operator").iterdir() if p.is_dir()}
     bad = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(source, label)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 head, _, rest = alias.name.partition(".")
                 if head in ("controller", "trainer") or (head == "operator" and rest):
-                    bad.append(f"{path.relative_to(REPO)}:{node.lineno} import {alias.name}")
+                    bad.append(f"{label}:{node.lineno} import {alias.name}")
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             head, _, rest = node.module.partition(".")
             names = {a.name for a in node.names}
             if head in ("controller", "trainer") or \
-                    (head == "operator" and (rest or names & own)):
-                bad.append(f"{path.relative_to(REPO)}:{node.lineno} from {node.module} import ...")
+                    (head == "operator" and (rest or names & OPERATOR_OWN)):
+                bad.append(f"{label}:{node.lineno} from {node.module} import ...")
     return bad
 
 
@@ -62,19 +66,16 @@ def test_the_rooms_are_the_top_level_folders_linked_into_kubenas():
 def test_no_file_imports_a_room_by_its_bare_name():
     files = list(_python_files())
     assert len(files) > 100, "the scan found too few files to mean anything"
-    bad = [hit for path in files for hit in _bare_room_imports(path)]
+    bad = [hit for path in files
+           for hit in _bare_room_imports(path.read_text(), str(path.relative_to(REPO)))]
     assert bad == [], "import the rooms as kubenas.<room>: " + "; ".join(bad)
 
 
 def test_the_scan_sees_a_bare_import():
     """Guard against a scan that passes everything."""
-    probe = REPO / "tests" / "kubenas" / "_probe_bare_import.py"
-    try:
-        probe.write_text("import controller.loop\nfrom trainer import train\n"
-                         "from operator import reconciler\nfrom operator import itemgetter\n")
-        hits = _bare_room_imports(probe)
-    finally:
-        probe.unlink()
+    hits = _bare_room_imports("import controller.loop\nfrom trainer import train\n"
+                              "from operator import reconciler\nfrom operator import itemgetter\n",
+                              "probe.py")
     assert len(hits) == 3, hits   # itemgetter is the standard library's
 
 
