@@ -305,6 +305,9 @@ class Install:
         cur = self.cluster.run_kubectl("-n", self.ns, "logs", pod, check=False)
         return (prev.stdout if prev.returncode == 0 else "") + (cur.stdout if cur.returncode == 0 else "")
 
+    def follow_logs(self, selector: str) -> "LogFollower":
+        return LogFollower(self, selector)
+
     def close(self) -> None:
         if not self.as_pod:
             self.kill_operator(signal.SIGTERM)
@@ -482,3 +485,38 @@ class PodSampler:
                 self.running.pop(uid, None)
             count = sum(1 for p in self.running.values() if p == pool)
             self.max_running[pool] = max(self.max_running.get(pool, 0), count)
+
+
+class LogFollower:
+    """The whole log of each pod matching ``selector`` (real nodes): ``poll()`` starts a
+    `kubectl logs -f` for every pod whose container runs, which streams until the container
+    exits, so a pod that logs and is deleted a moment later (a parked controller) is read in
+    full however slow the test's polling is."""
+
+    def __init__(self, inst: Install, selector: str) -> None:
+        self.inst, self.selector = inst, selector
+        self._logs: dict = {}
+        self._threads: dict = {}
+
+    def poll(self) -> None:
+        for pod in self.inst.list("pods", self.selector):
+            name = pod["metadata"]["name"]
+            running = any("running" in (cs.get("state") or {})
+                          for cs in (pod.get("status") or {}).get("containerStatuses") or [])
+            if running and name not in self._threads:
+                self._threads[name] = threading.Thread(target=self._follow, args=(name,), daemon=True)
+                self._threads[name].start()
+
+    def _follow(self, pod: str) -> None:
+        proc = self.inst.cluster.run_kubectl("-n", self.inst.ns, "logs", "-f", pod, check=False,
+                                             timeout=900)
+        self._logs[pod] = proc.stdout + proc.stderr
+
+    def logs(self, prefix: str, timeout: float = 60) -> str:
+        """The logs of the followed pods named ``prefix``..., once their streams ended."""
+        out = []
+        for name, thread in sorted(self._threads.items()):
+            if name.startswith(prefix):
+                thread.join(timeout)
+                out.append(f"--- {name}\n{self._logs.get(name, '(still streaming)')}")
+        return "\n".join(out)

@@ -454,6 +454,11 @@ def test_two_controller_replicas_share_the_policy_by_compare_and_swap(kubenas):
     # pool-a could run 2 at once (2 GPUs, 1 each): only maxInFlight keeps it to 1, even with
     # two controllers submitting Trials side by side.
     pools = [pool("pool-a", gpus=1, max_in_flight=1), pool("pool-b", gpus=1, max_in_flight=1)]
+    # The trials' pods cannot be scheduled until both replicas are in their search loops:
+    # otherwise the replica whose pod started first can finish all n before the other has
+    # imported torch, and the test would prove nothing about sharing.
+    for p in pools:
+        p["nodeSelector"] = {**p["nodeSelector"], GATE: "open"}
     n = 8
     kubenas.start_operator()
     run = Run(kubenas, "twins", digits_spec(n, pools, controller={"replicas": 2}))
@@ -461,10 +466,15 @@ def test_two_controller_replicas_share_the_policy_by_compare_and_swap(kubenas):
         run.wait(lambda: len([p for p in run.controller() if p["status"].get("phase") == "Running"]) == 2,
                  120, "two controller pods running")
         run.say(f"controller pods {sorted(run.controller_pods)}")
+        run.wait(lambda: _replicas_searching(kubenas, "twins") == 2, 120, "both replicas searching")
+        assert run.applied() <= 0, "a result was applied while no trial could be scheduled"
+        _label_pool_nodes(kubenas, "open")
+        run.say("both replicas searching; trial pods may now be scheduled")
         status = run.wait_done(timeout=300)
         run.say("Succeeded")
     finally:
         run.stop()
+        _label_pool_nodes(kubenas, None)
     state, records = check_exactly_once(run, n)
     check_concurrency(run, pools)
     # both replicas sampled architectures from, and applied rewards to, the one shared policy
@@ -482,6 +492,23 @@ def test_two_controller_replicas_share_the_policy_by_compare_and_swap(kubenas):
     assert status["policyVersion"] == state["strategy"]["version"] > 0
     best = max((r for r in records if r.succeeded), key=lambda r: r.reward)
     assert status["bestReward"] == pytest.approx(best.reward)
+
+
+GATE = "kubenas.dev/e2e-gate"
+
+
+def _label_pool_nodes(inst: Install, value) -> None:
+    """Set (None: remove) the GATE label on every pool node."""
+    nodes, _ = inst.kube.list_all("/api/v1/nodes", label_selector="kubenas.dev/pool")
+    for node in nodes:
+        inst.kube.merge_patch(f"/api/v1/nodes/{node['metadata']['name']}",
+                              {"metadata": {"labels": {GATE: value}}})
+
+
+def _replicas_searching(inst: Install, experiment: str) -> int:
+    """How many controller pods have logged that their search loop started."""
+    logs = inst.pod_logs(f"kubenas-controller-{experiment}-", tail=10**6)
+    return sum("; searching" in part for part in logs.split("\n--- "))
 
 
 def _reject(inst: Install, spec: dict) -> str:
@@ -548,16 +575,13 @@ def test_what_the_schema_cannot_say_the_controller_reports_and_runs_nothing(kube
                          "spec.trainer.dataset.name: 'ptb' is the language-model dataset"),
     }
     kubenas.start_operator()
+    # the controller pods' whole logs: a parked controller's pod goes soon after it logged
+    follower = kubenas.follow_logs(CONTROLLER)
     for name, (spec, _) in bad.items():
         kubenas.create_experiment(name, spec)
 
-    logs: dict = {}    # the controller pods' logs, kept while the pods exist (parked pods go)
-
     def invalid(name):
-        for other in bad:
-            out = kubenas.pod_logs(f"kubenas-controller-{other}-", tail=100000)
-            if len(out) > len(logs.get(other, "")):
-                logs[other] = out
+        follower.poll()
         st = kubenas.experiment(name).get("status") or {}
         cond = [c for c in st.get("conditions", []) if c["type"] == "Valid"]
         return (st, cond[0]) if cond and st.get("phase") == "Failed" else None
@@ -576,5 +600,6 @@ def test_what_the_schema_cannot_say_the_controller_reports_and_runs_nothing(kube
                  30, f"{name}'s controller parked")
     # the controller pods really ran (the condition came from them) and made nothing
     for name in bad:
-        assert f"experiment {kubenas.ns}/{name} is invalid" in logs.get(name, ""), logs
+        logs = follower.logs(f"kubenas-controller-{name}-")
+        assert f"experiment {kubenas.ns}/{name} is invalid" in logs, logs
     assert kubenas.list("trials") == [] and kubenas.list("jobs") == []
