@@ -33,7 +33,8 @@ from kubenas.operator.kube import (Kube, KubeError, TransportError, core_path, c
 from kubenas.operator.reconciler import Conflict, Reconciler
 from kubenas.operator.results import ResultStoreError, StoreFactory, StoreProvider
 from kubenas.operator.settings import Settings
-from kubenas.operator.trim import pack_trial, trim_job, trim_metadata, trim_pod, trim_trial, unpack_trial
+from kubenas.operator.trim import (pack_job, pack_pod, pack_trial, trim_job, trim_metadata, trim_pod,
+                                   trim_trial, unpack_json, unpack_trial)
 from kubenas.operator.views import ExperimentView, Meta, TrialView
 
 log = logging.getLogger("kubenas.operator")
@@ -51,6 +52,17 @@ def _trial_of(obj: dict) -> Optional[str]:
         return name
     owners = meta.owners(C.TRIAL_KIND)
     return owners[0].get("name") if owners else None
+
+
+# What each informer's cache keeps of an object (trim), in which form (pack/unpack) and how
+# it is indexed; benchmarks/operator_cache.py measures exactly these.
+CACHES = {
+    "trials": dict(trim=trim_trial, pack=pack_trial, unpack=unpack_trial, indexers=X.TRIAL_INDEXERS),
+    "experiments": dict(trim=trim_metadata),
+    "jobs": dict(trim=trim_job, pack=pack_job, unpack=unpack_json, indexers=X.JOB_INDEXERS),
+    "pods": dict(trim=trim_pod, pack=pack_pod, unpack=unpack_json, indexers=X.POD_INDEXERS),
+    "deployments": dict(trim=trim_metadata),
+}
 
 
 class Operator:
@@ -88,21 +100,16 @@ class Operator:
         self.metrics_server: Optional[M.MetricsServer] = None
         self._collector = None
 
-        def group(name, path_of, handler, selector=None, trim=trim_metadata, indexers=None, **packing):
+        def group(name, path_of, handler, selector=None):
             return InformerGroup(name, self.namespaces, lambda ns: Informer(
                 self.kube, path_of(ns), f"{name}@{ns or '*'}", handler, label_selector=selector,
-                watch_timeout=watch_timeout, stop=self.stop_event, trim=trim, indexers=indexers,
-                **packing))
+                watch_timeout=watch_timeout, stop=self.stop_event, **CACHES[name]))
 
-        self.trials = group("trials", lambda ns: custom_path(C.TRIAL_PLURAL, ns), self._on_trial,
-                            trim=trim_trial, pack=pack_trial, unpack=unpack_trial,
-                            indexers=X.TRIAL_INDEXERS)
+        self.trials = group("trials", lambda ns: custom_path(C.TRIAL_PLURAL, ns), self._on_trial)
         self.experiments = group("experiments", lambda ns: custom_path(C.EXPERIMENT_PLURAL, ns),
                                  self._on_experiment)
-        self.jobs = group("jobs", jobs_path, self._on_job, MANAGED_SELECTOR, trim_job,
-                          X.JOB_INDEXERS)
-        self.pods = group("pods", lambda ns: core_path("pods", ns), self._on_pod, MANAGED_SELECTOR,
-                          trim_pod, X.POD_INDEXERS)
+        self.jobs = group("jobs", jobs_path, self._on_job, MANAGED_SELECTOR)
+        self.pods = group("pods", lambda ns: core_path("pods", ns), self._on_pod, MANAGED_SELECTOR)
         self.deployments = group("deployments", deployments_path, self._on_deployment,
                                  f"{MANAGED_SELECTOR},{C.LABEL_COMPONENT}=controller")
         self.informers = [self.experiments, self.trials, self.jobs, self.pods]
