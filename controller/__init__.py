@@ -10,7 +10,9 @@ rooms-used-through-their-surface); each is loaded on first use (``kubenas.surfac
     make_space, make_strategy, SPACES, STRATEGIES   the registries
     SearchLoop, LoopEvent, StateOwned, read_ledger  the asynchronous update loop, its ledger
     StoreResultSource                           result records read from the store
-    FinalPhase, FinalPhaseFailed, grid_points   the final phase (spec.final)
+    FinalPhase, FinalPhaseFailed, FinalPhaseStopped, grid_points
+                                                the final phase (spec.final)
+    FINAL_KEY                                   where its summary (final.json) is stored
     EnasStrategy                                the ENAS policy (kubenas.enas)
     use_one_thread()                            torch on one thread, for a controller process
 """
@@ -30,7 +32,9 @@ SURFACE = {
     "StoreResultSource": "results:StoreResultSource",
     "FinalPhase": "final:FinalPhase",
     "FinalPhaseFailed": "final:FinalPhaseFailed",
+    "FinalPhaseStopped": "final:FinalPhaseStopped",
     "grid_points": "final:grid_points",
+    "FINAL_KEY": "final:FINAL_KEY",
     "EnasStrategy": "strategies.enas:EnasStrategy",
     "use_one_thread": "policy:use_one_thread",
 }

@@ -24,7 +24,7 @@ import time
 from typing import Callable, Container, Optional
 
 from kubenas.contracts import (Architecture, Executor, ResultRecord, ResultSource, TrialRefused,
-                               TrialRequest, result_key)
+                               TrialRequest, names, result_key)
 from kubenas.contracts.result import cost_totals
 from kubenas.experiment import Experiment
 from kubenas.storage import AlreadyExists, NotFound, ObjectStore
@@ -34,12 +34,16 @@ log = logging.getLogger("kubenas.controller")
 PLAN_KEY = "final/plan.json"
 RETRAIN_KEY = "final/retrain.json"
 FINAL_KEY = "final/final.json"
-PHASE_LABEL = "kubenas.dev/phase"
 FINAL_RUN_KEY = "finalRun"   # kubenas.trainer.child.FINAL_RUN_KEY (the rooms share no code)
 
 
 class FinalPhaseFailed(RuntimeError):
     """No grid point (or no retrain) succeeded: there is nothing to ship."""
+
+
+class FinalPhaseStopped(RuntimeError):
+    """Asked to stop (the Experiment stopped, the controller is shutting down); the plans
+    and results written so far are where the next run resumes."""
 
 
 def grid_points(grid: dict) -> list[dict]:
@@ -77,13 +81,16 @@ class _AllBut(Container):
 class FinalPhase:
     def __init__(self, experiment: Experiment, executor: Executor, results: ResultSource,
                  store: ObjectStore, on_event: Optional[Callable[[str, dict], None]] = None,
-                 poll_interval: float = 0.5) -> None:
+                 poll_interval: float = 0.5,
+                 stop: Callable[[], Optional[str]] = lambda: None) -> None:
+        """``stop``: a reason to stop now (checked between polls), or None."""
         if experiment.final is None:
             raise ValueError(f"experiment {experiment.name} has no spec.final")
         self.experiment, self.final = experiment, experiment.final
         self.executor, self.results, self.store = executor, results, store
         self.on_event = on_event or (lambda kind, info: None)
         self.poll_interval = poll_interval
+        self.stop = stop
 
     # -- plans (create-only: the first one written is the one every resume follows) -----------
     def _plan(self, key: str, make: Callable[[], dict]) -> dict:
@@ -106,7 +113,7 @@ class FinalPhase:
         for k, r in enumerate(best):
             for p, point in enumerate(points):
                 trials.append({"trial_id": f"{self.experiment.name}-g{k * len(points) + p:04d}",
-                               "phase": "grid", "source": r.trial_id, "sourceReward": r.reward,
+                               "phase": names.STAGE_GRID, "source": r.trial_id, "sourceReward": r.reward,
                                "point": point, "architecture": r.architecture.to_dict(),
                                "trainer": dict(point)})
         return {"final": self.final, "topK": [r.trial_id for r in best], "trials": trials}
@@ -126,7 +133,7 @@ class FinalPhase:
         chosen = max(ok, key=lambda t: (grid[t["trial_id"]].reward, t["trial_id"]))
         base = self._retrain_settings(chosen["point"])
         sizes = self.final["sizes"] or [None]
-        trials = [{"trial_id": f"{self.experiment.name}-f{i:04d}", "phase": "final",
+        trials = [{"trial_id": f"{self.experiment.name}-f{i:04d}", "phase": names.STAGE_FINAL,
                    "source": chosen["source"], "grid": chosen["trial_id"], "size": size,
                    "point": chosen["point"], "architecture": chosen["architecture"],
                    "trainer": {**base, **({} if size is None else
@@ -138,7 +145,7 @@ class FinalPhase:
     def _submit(self, t: dict) -> None:
         arch = Architecture.from_dict(t["architecture"])
         request = TrialRequest(trial_id=t["trial_id"], architecture=arch,
-                               labels={PHASE_LABEL: t["phase"]}, trainer=t["trainer"])
+                               labels={names.LABEL_STAGE: t["phase"]}, trainer=t["trainer"])
         try:
             self.executor.submit(request)
         except TrialRefused as exc:
@@ -159,6 +166,9 @@ class FinalPhase:
         start_after = f"results/{self.experiment.name}-f"   # after every search trial's key
         timeout = 0.0
         while waiting:
+            reason = self.stop()
+            if reason:
+                raise FinalPhaseStopped(f"{self.experiment.name}: final phase stopped: {reason}")
             for r in self.results.poll(_AllBut(waiting), timeout=timeout, start_after=start_after):
                 if waiting.pop(r.trial_id, None) is not None:
                     done[r.trial_id] = r

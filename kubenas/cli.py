@@ -50,9 +50,6 @@ def check_final(exp) -> None:
     from kubenas.controller import grid_points
     from kubenas.trainer import validate_trainer_config
 
-    if exp.space != "cnn":
-        raise ContractError(f"spec.final: the final retrain is implemented for the cnn space "
-                            f"only, not yet for {exp.space}")
     for point in grid_points(exp.final["grid"]):
         validate_trainer_config({**exp.trainer, **point, "epochs": exp.final["epochs"]},
                                 space=exp.space, where=f"spec.final.grid {point}")
@@ -84,7 +81,8 @@ def final_line(final: dict) -> str:
     test = final.get("test") or {}
     if not test:
         return "final: no retrain succeeded (see final.json)"
-    return (f"final: test accuracy {test['accuracy']:.4f} ({test['examples']} examples, "
+    metric = test.get("metric", "accuracy")
+    return (f"final: test {metric} {test[metric]:.4f} ({test['examples']} examples, "
             f"evaluated once) of {final['model']['trial']} with {final['hyperparameters']}; "
             f"final_model.pt final_model.onnx final.json")
 

@@ -70,9 +70,12 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
         from kubenas.controller import strategy_factory
         from kubenas.trainer import validate_trainer_config
 
+        from kubenas.cli import check_final
+
         exp = executor.experiment
         factory = strategy_factory(exp)
         validate_trainer_config(exp.trainer, space=exp.space, where="spec.trainer")
+        check_final(exp)
     except ContractError as exc:
         return _invalid(experiment, namespace, api_client, str(exc), stop_event, idle_when_done,
                         executor=executor)
@@ -137,7 +140,8 @@ def _search(executor, loop, store, results, replica: str, stop_event: threading.
             poll_interval: float, idle_when_done: bool) -> int:
     write, experiment = executor.write_status, executor.experiment_name
     owner = (loop.state.get("owner") or {}).get("uid")
-    write(phase="Running", summary=loop.summary(), conditions=[
+    final_phase = executor.experiment.final is not None
+    write(phase="Final" if final_phase and loop.done() else "Running", summary=loop.summary(), conditions=[
         _condition("Valid", "True", "SpecValid", "the experiment spec is valid"),
         _condition("StateOwner", "True", "OwnState",
                    f"the controller state in {store.url()} is this Experiment's (uid {owner})")])
@@ -156,15 +160,62 @@ def _search(executor, loop, store, results, replica: str, stop_event: threading.
         log.info("controller %s stopping; state is in %s", replica, store.url())
         return 0
     summary = loop.summary()
-    outputs = publish_outputs(store, loop.credited(results.all()))
+    final = None
+    if final_phase:
+        final = _final_phase(executor, loop, store, results, stop_event, poll_interval)
+        if final is None:   # stopped, or nothing to ship (the status says which)
+            return _idle(stop_event, idle_when_done) if not stop_event.is_set() else 0
+    outputs = publish_outputs(store, loop.credited(results.all()), final=final)
+    cost = {"search": summary["cost"], **({"final": final["cost"]["final"]} if final else {})}
     write(phase="Succeeded", summary=summary, policy_version=_policy_version(loop),
-          message=f"{summary['applied']} trials; best {summary['bestTrial']} "
-                  f"reward {summary['bestReward']}; cost {cost_text(summary['cost'])}; "
-                  f"outputs in {store.url()}/outputs/",
+          final=final, cost=cost, message=_done_message(summary, final, store),
           conditions=[_condition("Complete", "True", "BudgetReached",
                                  f"{summary['applied']} results applied")])
     log.info("experiment %s done: %s", experiment, outputs)
     return _idle(stop_event, idle_when_done)
+
+
+def _done_message(summary: dict, final: Optional[dict], store) -> str:
+    text = (f"{summary['applied']} trials; best {summary['bestTrial']} reward "
+            f"{summary['bestReward']}; cost {cost_text(summary['cost'])}")
+    if final is not None:
+        test = final.get("test") or {}
+        metric = test.get("metric", "accuracy")
+        text += (f"; final: test {metric} {test.get(metric)} of {(final.get('model') or {}).get('trial')} "
+                 f"(evaluated once), final phase cost {cost_text(final['cost']['final'])}")
+    return text + f"; outputs in {store.url()}/outputs/"
+
+
+def _final_phase(executor, loop, store, results, stop_event: threading.Event,
+                 poll_interval: float) -> Optional[dict]:
+    """The final phase (spec.final) on the cluster: grid-point and retrain Trials through the
+    same executor, the Experiment ``Final`` meanwhile. None: stopped or failed (said on the
+    Experiment); resumed from its create-only plans by the next controller."""
+    from kubenas.controller import FinalPhase, FinalPhaseFailed, FinalPhaseStopped
+
+    write, done = executor.write_status, {"n": 0, "of": 0, "stage": "grid"}
+
+    def on_event(kind: str, info: dict) -> None:
+        if kind in ("grid", "retrain"):
+            done.update(n=0, of=info["trials"], stage=kind)
+        elif kind == "result":
+            done["n"] += 1
+        write(phase="Final", message=f"final phase: {done['stage']} trials {done['n']}/{done['of']} done")
+
+    def stop() -> Optional[str]:
+        return "the controller is stopping" if stop_event.is_set() else executor.stop_requested()
+
+    phase = FinalPhase(executor.experiment, executor, results, store, on_event=on_event,
+                       poll_interval=poll_interval, stop=stop)
+    try:
+        return phase.run(loop.credited(results.all()), loop.summary()["cost"])
+    except FinalPhaseStopped as exc:
+        log.info("%s", exc)
+    except FinalPhaseFailed as exc:
+        log.error("%s", exc)
+        write(phase="Failed", message=str(exc), conditions=[
+            _condition("Complete", "False", "FinalPhaseFailed", str(exc))])
+    return None
 
 
 def _policy_version(loop) -> Optional[int]:

@@ -321,12 +321,14 @@ TRAIN_ON = ("train", "train+validation")
 _FINAL_KEYS = ("topK", "grid", "epochs", "trainOn", "sizes")
 # The search schedule's epochs when spec.trainer names none (TrainerConfig's and LMConfig's
 # defaults; tests/kubenas/test_final_spec.py holds them equal).
-SEARCH_EPOCHS_DEFAULT = {"cnn": 5, "rnn_cell": 4}
+SEARCH_EPOCHS_DEFAULT = {"cnn": 5, "rnn_cell": 4, "enas_macro": 5}
 # Grid axes per space: trainer keys -> (integer?, minimum, maximum, minimum exclusive).
+_IMAGE_AXES = {"learningRate": (False, 0, 1000, True), "weightDecay": (False, 0, 1, False),
+               "lrDecayEpoch": (True, 1, MAX_FINAL_EPOCHS, False),
+               "momentum": (False, 0, 0.999, False), "batchSize": (True, 1, 65_536, False)}
 _GRID_AXES = {
-    "cnn": {"learningRate": (False, 0, 1000, True), "weightDecay": (False, 0, 1, False),
-            "bnEpsilon": (False, 0, 1, True), "lrDecayEpoch": (True, 1, MAX_FINAL_EPOCHS, False),
-            "momentum": (False, 0, 0.999, False), "batchSize": (True, 1, 65_536, False)},
+    "cnn": {**_IMAGE_AXES, "bnEpsilon": (False, 0, 1, True)},
+    "enas_macro": _IMAGE_AXES,   # its standalone child has no batch-norm epsilon to set
     "rnn_cell": {"learningRate": (False, 0, 1000, True), "initRange": (False, 0, 10, True),
                  "dropout": (False, 0, 0.99, False), "recurrentDropout": (False, 0, 0.99, False),
                  "embeddingDropout": (False, 0, 0.99, False),
@@ -338,6 +340,7 @@ _GRID_AXES = {
 # two values each around the trainers' defaults; lrDecayEpoch from the search's epochs.
 _DEFAULT_GRID = {"cnn": {"learningRate": [0.05, 0.1], "weightDecay": [1e-4, 5e-4],
                          "bnEpsilon": [1e-5, 1e-3]},
+                 "enas_macro": {"learningRate": [0.05, 0.1], "weightDecay": [1e-4, 5e-4]},
                  "rnn_cell": {"learningRate": [10.0, 20.0], "initRange": [0.05, 0.1],
                               "dropout": [0.1, 0.3]}}
 
@@ -384,6 +387,8 @@ def _grid(value: Any, space: str, where: str) -> dict:
 
 def _sizes(value: Any, space: str, where: str) -> list:
     sizes = F.sequence(value, where, max_items=MAX_SIZES)
+    F.require(not sizes or space != "enas_macro", where,
+              "the enas_macro child has no width to scale; leave sizes out")
     for i, v in enumerate(sizes):
         if space == "rnn_cell":   # hidden sizes
             F.integer(v, F.item(where, i), 1, 65_536)
@@ -405,9 +410,9 @@ def parse_final(value: Any, space: str, trainer: dict) -> Optional[dict]:
     w = "spec.final"
     doc = F.mapping(value, w)
     F.refuse_unknown(doc, _FINAL_KEYS, w)
-    if space not in _GRID_AXES:
+    if space not in names.FINAL_SPACES:
         F.fail(w, f"no final phase for the {space} space (its trials are not trained children "
-                  f"kubenas can retrain; spaces with one: {', '.join(_GRID_AXES)})")
+                  f"kubenas can retrain; spaces with one: {', '.join(names.FINAL_SPACES)})")
     epochs = search_epochs(space, trainer)
     grid = _grid(doc["grid"], space, f"{w}.grid") if "grid" in doc else default_grid(space, epochs)
     return {"topK": F.integer(doc.get("topK", 1), f"{w}.topK", 1, MAX_TOP_K),

@@ -13,6 +13,7 @@ TRIAL_PLURAL = "trials"
 
 # Labels (``kubectl get jobs -l kubenas.dev/experiment=X`` works on Trials, Jobs and pods).
 LABEL_EXPERIMENT = "kubenas.dev/experiment"
+LABEL_STAGE = names.LABEL_STAGE           # search | grid | final (the final phase's Trials)
 LABEL_TRIAL = "kubenas.dev/trial"
 LABEL_POOL = "kubenas.dev/pool"
 LABEL_NAME = "app.kubernetes.io/name"
@@ -35,9 +36,10 @@ TRIAL_PENDING, TRIAL_RUNNING, TRIAL_SUCCEEDED, TRIAL_FAILED = (
 TRIAL_PHASES = (TRIAL_PENDING, TRIAL_RUNNING, TRIAL_SUCCEEDED, TRIAL_FAILED)
 TRIAL_TERMINAL = (TRIAL_SUCCEEDED, TRIAL_FAILED)
 
-EXP_PENDING, EXP_RUNNING, EXP_SUCCEEDED, EXP_FAILED, EXP_STOPPED = (
-    "Pending", "Running", "Succeeded", "Failed", "Stopped")
-EXPERIMENT_PHASES = (EXP_PENDING, EXP_RUNNING, EXP_SUCCEEDED, EXP_FAILED, EXP_STOPPED)
+EXP_PENDING, EXP_RUNNING, EXP_FINAL, EXP_SUCCEEDED, EXP_FAILED, EXP_STOPPED = (
+    "Pending", "Running", "Final", "Succeeded", "Failed", "Stopped")
+# Running: searching; Final: the final phase (spec.final) after the search's budget
+EXPERIMENT_PHASES = (EXP_PENDING, EXP_RUNNING, EXP_FINAL, EXP_SUCCEEDED, EXP_FAILED, EXP_STOPPED)
 EXPERIMENT_TERMINAL = (EXP_SUCCEEDED, EXP_FAILED, EXP_STOPPED)
 
 # What the child needs in its container.

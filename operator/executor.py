@@ -13,6 +13,7 @@ The operator turns Trials into Jobs; results come back through object storage
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import random
 import threading
@@ -20,7 +21,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
 
 from kubenas.contracts import Architecture, ContractError
-from kubenas.contracts import Executor, TrialRefused, TrialRequest
+from kubenas.contracts import Executor, TrialRefused, TrialRequest, names
 from kubenas.operator import constants as C
 from kubenas.operator.jobs import owner_reference, trial_labels
 from kubenas.operator.informer import Informer
@@ -175,7 +176,8 @@ class KubernetesExecutor(Executor):
         if arch.space != self.experiment.space:
             raise ContractError(f"architecture.space: {arch.space!r} is not the experiment's "
                                 f"space {self.experiment.space!r}")
-        labels = trial_labels(self.experiment_name, request.trial_id, pool)
+        labels = {**trial_labels(self.experiment_name, request.trial_id, pool),
+                  C.LABEL_STAGE: names.STAGE_SEARCH}
         for k, v in (request.labels or {}).items():
             labels[str(k)] = label_value(str(v))
         return {
@@ -342,6 +344,7 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
                             summary: Optional[Mapping] = None,
                             conditions: Iterable[Mapping] = (),
                             counts: Optional[Mapping[str, int]] = None,
+                            final: Optional[Mapping] = None, cost: Optional[Mapping] = None,
                             force_phase: bool = False, retries: int = 8,
                             backoff: Optional[Backoff] = None) -> dict:
     """Write an Experiment's status from the controller process (read-modify-write guarded by
@@ -355,6 +358,9 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
     * ``conditions``: dicts with type, status, reason, message, merged by type.
     * ``counts``: trialsCreated/Succeeded/Failed/...; the operator keeps these from the Trials,
       so pass them only when running without it.
+    * ``final``: the final phase's summary (final.json): its test metric (accuracy, or a
+      language model's perplexity), the metric's name and the trial.
+    * ``cost``: the cost totals (trials, CPU- and GPU-seconds), per phase.
     ``backoff``: how transient API errors and conflicts are waited out.
     Returns the updated Experiment."""
     kube = kube_or_client if isinstance(kube_or_client, Kube) else Kube(kube_or_client)
@@ -378,6 +384,7 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
             new["policyVersion"] = int(policy_version)
         for key, value in (counts or {}).items():
             new[key] = int(value)
+        _merge_final(new, final, cost)
         _merge_conditions(new, conditions)
         new = drop_empty(new)
         if new == old:
@@ -407,6 +414,17 @@ def _set_phase(new: dict, old: Mapping, phase: Optional[str], force: bool, what:
         new.setdefault("startTime", now_iso())
     if phase in C.EXPERIMENT_TERMINAL:
         new["completionTime"] = now_iso()
+
+
+def _merge_final(new: dict, final: Optional[Mapping], cost: Optional[Mapping]) -> None:
+    test = (final or {}).get("test") or {}
+    metric = test.get("metric", "accuracy")
+    if isinstance(test.get(metric), (int, float)):
+        new["testMetric"] = float(test[metric])
+        new["testMetricName"] = str(metric)
+        new["finalTrial"] = str((final.get("model") or {}).get("trial") or "")
+    if cost is not None:
+        new["cost"] = json.loads(json.dumps(cost))   # plain JSON types only
 
 
 def _merge_conditions(new: dict, conditions: Iterable[Mapping]) -> None:

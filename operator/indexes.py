@@ -4,8 +4,8 @@ At paper scale (12,800 Trials, hundreds in flight) a reconcile that scans every 
 Trial or Job makes each event cost O(n) and the whole run O(n^2). These key functions
 (``Informer(indexers=...)``) keep the answers ready instead:
 
-* ``TRIAL_INDEXERS``: a Trial by its experiment, by (experiment, phase) for the status
-  counts and the metrics, the unfinished ones for the periodic resync, and by experiment for
+* ``TRIAL_INDEXERS``: a search Trial by its experiment, by (experiment, phase) for the status
+  counts and the metrics (the final phase's Trials count toward neither, nor the best), the unfinished ones for the periodic resync, and by experiment for
   a change of their Experiment (a finished Trial's reconcile does not depend on it);
 * ``JOB_INDEXERS``: the unfinished Jobs by (experiment, pool), for maxInFlight;
 * ``POD_INDEXERS``: a Pod by the Trial it runs.
@@ -33,12 +33,13 @@ BY_TRIAL = "trial"
 
 def _of_experiment(trial: dict) -> Optional[tuple]:
     t = TrialView.of(trial)
-    return (t.meta.ns, t.experiment) if t.experiment else None
+    return (t.meta.ns, t.experiment) if t.experiment and t.searching else None
 
 
 def _of_phase(trial: dict) -> Optional[tuple]:
     t = TrialView.of(trial)
-    return (t.meta.ns, t.experiment, t.phase or C.TRIAL_PENDING) if t.experiment else None
+    return (t.meta.ns, t.experiment, t.phase or C.TRIAL_PENDING) if t.experiment and t.searching \
+        else None
 
 
 def _unfinished_of(trial: dict) -> Optional[tuple]:
@@ -90,7 +91,7 @@ class BestTrials:
 
     def observe(self, trial: dict) -> None:
         t = TrialView.of(trial)
-        if t.phase != C.TRIAL_SUCCEEDED or t.reward is None or not t.experiment:
+        if t.phase != C.TRIAL_SUCCEEDED or t.reward is None or not t.experiment or not t.searching:
             return
         key, entry = (t.meta.ns, t.experiment), (float(t.reward), trial["metadata"]["name"])
         with self._lock:

@@ -33,8 +33,7 @@ from kubenas.operator.kube import (Kube, KubeError, TransportError, core_path, c
 from kubenas.operator.reconciler import Conflict, Reconciler
 from kubenas.operator.results import ResultStoreError, StoreFactory, StoreProvider
 from kubenas.operator.settings import Settings
-from kubenas.operator.trim import (pack_job, pack_pod, pack_trial, trim_job, trim_metadata, trim_pod,
-                                   trim_trial, unpack_json, unpack_trial)
+from kubenas.operator import trim as T
 from kubenas.operator.views import ExperimentView, Meta, TrialView
 
 log = logging.getLogger("kubenas.operator")
@@ -57,11 +56,12 @@ def _trial_of(obj: dict) -> Optional[str]:
 # What each informer's cache keeps of an object (trim), in which form (pack/unpack) and how
 # it is indexed; benchmarks/operator_cache.py measures exactly these.
 CACHES = {
-    "trials": dict(trim=trim_trial, pack=pack_trial, unpack=unpack_trial, indexers=X.TRIAL_INDEXERS),
-    "experiments": dict(trim=trim_metadata),
-    "jobs": dict(trim=trim_job, pack=pack_job, unpack=unpack_json, indexers=X.JOB_INDEXERS),
-    "pods": dict(trim=trim_pod, pack=pack_pod, unpack=unpack_json, indexers=X.POD_INDEXERS),
-    "deployments": dict(trim=trim_metadata),
+    "trials": dict(trim=T.trim_trial, pack=T.TRIALS.pack, unpack=T.TRIALS.unpack,
+                   indexers=X.TRIAL_INDEXERS),
+    "experiments": dict(trim=T.trim_metadata),
+    "jobs": dict(trim=T.trim_job, pack=T.JOBS.pack, unpack=T.JOBS.unpack, indexers=X.JOB_INDEXERS),
+    "pods": dict(trim=T.trim_pod, pack=T.PODS.pack, unpack=T.PODS.unpack, indexers=X.POD_INDEXERS),
+    "deployments": dict(trim=T.trim_metadata),
 }
 
 

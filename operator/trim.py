@@ -1,39 +1,36 @@
 """What the operator's informer caches keep of each object: only what the reconcile reads.
 
-Objects are trimmed on arrival (list, watch event, write-through), so a cached Job or Pod
-costs a few hundred bytes instead of its whole pod template (whose container arguments
-carry the trial's architecture and environment). Every field a handler or the reconcile
-reads stays: metadata (without ``managedFields``), of a Job's spec its limits, of a Pod's
-spec its node, and of their status what ``operator/status.py`` reads (a Job's counts, times
-and conditions; a Pod's phase, its PodScheduled condition and what each container waits for
-or exited with: not its IPs, images, container ids or timestamps). All writes are merge
-patches, so nothing is ever written back from a trimmed object. A finished Job or Pod stays
-cached until its Job's TTL deletes it, so it is packed too: into its compressed JSON
-(``pack_job``, ``pack_pod``; tests/operator/test_trim.py checks the reconcile observes the
-same from it as from the whole objects, for every way a Job ends). A finished Trial keeps of its spec only its experiment and pool (its
-architecture, a few KB each for 12,800 Trials, is read back from the API server in the one
-case that needs it: a new best), and of its status only what the indexes and a finished
-Trial's reconcile read (phase, reward, reason, message). Unfinished Trials, Experiments and
-Deployments lose only ``managedFields`` (their spec is read: architecture, pools, the
-controller template).
+Objects are trimmed on arrival (list, watch event, write-through). Every field a handler or
+the reconcile reads stays: metadata (without ``managedFields``), of a Job's spec its limits
+(not its pod template, whose container arguments carry the trial's architecture), of a
+Pod's spec its node, and of their status what ``operator/status.py`` reads (a Job's counts,
+times and conditions; a Pod's phase, its PodScheduled condition and what each container
+waits for or exited with: not its IPs, images, container ids or timestamps). A finished
+Trial keeps of its spec only its experiment and pool (its architecture is read back from
+the API server in the one case that needs it: a new best), and of its status what the
+indexes and a finished Trial's reconcile read (phase, reward, reason, message). Unfinished
+Trials, Experiments and Deployments lose only ``managedFields`` (their spec is read:
+architecture, pools, the controller template). All writes are merge patches, so nothing is
+ever written back from a trimmed object.
 
 Every kept dict key, and each value that repeats across objects (namespace, experiment, pool,
 phase, labels, owner references), is interned: ``json.loads`` makes new strings for every
-watch event, and at 12,800 cached Trials those copies were half of the cache.
+watch event.
 
-A finished Trial's trimmed dict is then *packed* (``pack_trial``) into one slotted object
-with its labels and annotations as flat tuples: six dicts per Trial (~1.3 KB of hash tables)
-become one small object, so the cache grows by a few hundred bytes per finished Trial and
-the operator's memory stays flat from 1,000 to 12,800 Trials (benchmarks/operator_cache.py).
-Readers get the same dict back (``unpack_trial``); anything a stub does not have the layout
-for stays a dict."""
+A finished object is then *packed* (``JsonPacker``: ``TRIALS``, ``JOBS``, ``PODS``): stored
+as its trimmed JSON, deflated against a preset dictionary, ~100 bytes. Finished Trials stay
+for the Experiment's life and finished Jobs and Pods until their TTL, so these are what
+grows with n; benchmarks/operator_cache.py measures each cache, tests/operator/test_trim.py
+checks the reconcile observes every way a Job ends the same from the cache as from the
+whole objects."""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from kubenas.operator import constants as C
 
@@ -155,24 +152,8 @@ def _pod_finished(obj: dict) -> bool:
     return (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
-def _pack_as_json(finished: Callable[[dict], bool]) -> Callable[[dict], object]:
-    def pack(obj: dict):
-        if not finished(obj):
-            return obj
-        return zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), 1)
-    return pack
-
-
-# A finished Job or Pod stays cached until its Job's ttlSecondsAfterFinished deletes it (at
-# paper rates, thousands of them): stored as its trimmed dict's compressed JSON (~550 bytes
-# instead of ~2.5 KB of dicts and strings), parsed again only when a reconcile reads it,
-# which for a finished Job is rare (its Trial is finished too).
-pack_job = _pack_as_json(_job_finished)
-pack_pod = _pack_as_json(_pod_finished)
-
-
-def unpack_json(stored) -> dict:
-    return json.loads(zlib.decompress(stored)) if isinstance(stored, bytes) else stored
+def _trial_finished(obj: dict) -> bool:
+    return (obj.get("status") or {}).get("phase") in C.TRIAL_TERMINAL
 
 
 _trim_finished_trial = _trim_spec(FINISHED_TRIAL_SPEC_KEPT, FINISHED_TRIAL_STATUS_KEPT,
@@ -187,80 +168,40 @@ def trim_trial(obj: dict) -> dict:
     return _trim_finished_trial(obj)
 
 
-class PackedTrial:
-    """A finished Trial's trimmed form, in one object (see the module docstring)."""
+class JsonPacker:
+    """What a cache stores of a finished object: its trimmed dict's compact JSON, deflated
+    against the JSON of the first object this packer packed (a zlib preset dictionary).
+    Finished objects of one kind share nearly every byte but their names, uids and times,
+    so each one costs ~100 bytes instead of a few hundred (plain zlib) or ~1-2 KB (dicts);
+    the dictionary lives as long as the process, as the cache does. ``unpack`` gives the
+    trimmed dict back; an unfinished object is stored as its dict (its reconcile reads it)."""
 
-    __slots__ = ("api_version", "kind", "name", "namespace", "uid", "rv", "labels",
-                 "annotations", "deletion", "experiment", "pool", "status")
+    WBITS = -15    # raw deflate: no header or checksum per object
 
-    def __init__(self, obj: dict) -> None:
-        meta, spec = obj["metadata"], obj["spec"]
-        self.api_version, self.kind = obj.get("apiVersion"), obj.get("kind")
-        self.name, self.namespace = meta.get("name"), meta.get("namespace")
-        self.uid, self.rv = meta.get("uid"), meta.get("resourceVersion")
-        self.labels = _flat(meta.get("labels"), self.name)
-        self.annotations = _flat(meta.get("annotations"), self.name)
-        self.deletion = meta.get("deletionTimestamp")
-        self.experiment, self.pool = spec.get("experiment"), spec.get("pool")
-        # phase, reward, reason, message in that order; None: no status at all
-        self.status = None if "status" not in obj else tuple(
-            (obj["status"] or {}).get(k, _ABSENT) for k in FINISHED_TRIAL_STATUS_KEPT)
+    def __init__(self, finished: Callable[[dict], bool]) -> None:
+        self.finished = finished
+        self._zdict: Optional[bytes] = None
+        self._lock = threading.Lock()
 
-    def as_dict(self) -> dict:
-        meta = _present({"name": self.name, "namespace": self.namespace, "uid": self.uid,
-                         "resourceVersion": self.rv, "labels": _mapping(self.labels),
-                         "annotations": _mapping(self.annotations),
-                         "deletionTimestamp": self.deletion})
-        out = _present({"apiVersion": self.api_version, "kind": self.kind})
-        out["metadata"] = meta
-        out["spec"] = _present({"experiment": self.experiment, "pool": self.pool})
-        if self.status is not None:
-            out["status"] = {k: v for k, v in zip(FINISHED_TRIAL_STATUS_KEPT, self.status)
-                             if v is not _ABSENT}
-        return out
+    def pack(self, obj: dict):
+        if not self.finished(obj):
+            return obj
+        text = json.dumps(obj, separators=(",", ":")).encode()
+        with self._lock:
+            if self._zdict is None:
+                self._zdict = text
+        deflate = zlib.compressobj(1, zlib.DEFLATED, self.WBITS, 9, zlib.Z_DEFAULT_STRATEGY,
+                                   self._zdict)
+        return deflate.compress(text) + deflate.flush()
 
-
-_ABSENT = object()
-_STUB_LAYOUT = {"": {"apiVersion", "kind", "metadata", "spec", "status"},
-                "metadata": set(FINISHED_TRIAL_META_KEPT), "spec": set(FINISHED_TRIAL_SPEC_KEPT),
-                "status": set(FINISHED_TRIAL_STATUS_KEPT)}
+    def unpack(self, stored) -> dict:
+        if not isinstance(stored, bytes):
+            return stored
+        inflate = zlib.decompressobj(self.WBITS, self._zdict)
+        return json.loads(inflate.decompress(stored) + inflate.flush())
 
 
-def _flat(mapping, name: str):
-    """{k: v} as (k, v, k, v, ...); a value equal to the Trial's name shares its string."""
-    if mapping is None:
-        return None
-    return tuple(x for k, v in mapping.items() for x in (k, name if v == name else v))
-
-
-def _mapping(flat):
-    return None if flat is None else dict(zip(flat[::2], flat[1::2]))
-
-
-def _present(d: dict) -> dict:
-    return {k: v for k, v in d.items() if v is not None}
-
-
-def _packable(obj: dict) -> bool:
-    """A finished Trial stub with exactly the layout ``PackedTrial`` holds, no None values."""
-    if set(obj) - _STUB_LAYOUT[""] or not isinstance(obj.get("metadata"), dict) \
-            or not isinstance(obj.get("spec"), dict):
-        return False
-    for part in ("metadata", "spec", "status"):
-        value = obj.get(part) or {}
-        if not isinstance(value, dict) or set(value) - _STUB_LAYOUT[part] \
-                or any(v is None for v in value.values()):
-            return False
-    meta = obj["metadata"]
-    return all(isinstance(meta.get(k, {}), dict) and all(
-        isinstance(v, str) for v in (meta.get(k) or {}).values()) for k in ("labels", "annotations")) \
-        and (obj.get("status") or {}).get("phase") in C.TRIAL_TERMINAL
-
-
-def pack_trial(obj: dict):
-    """What the Trial cache stores: a ``PackedTrial`` for a finished Trial's stub, else the dict."""
-    return PackedTrial(obj) if _packable(obj) else obj
-
-
-def unpack_trial(stored) -> dict:
-    return stored.as_dict() if isinstance(stored, PackedTrial) else stored
+# One packer per kind of object (the Trial, Job and Pod caches; shared by their informers in
+# every namespace): a finished Trial stays cached for good (its phase and reward feed the
+# Experiment's counts and best), a finished Job or Pod until its Job's TTL deletes it.
+TRIALS, JOBS, PODS = JsonPacker(_trial_finished), JsonPacker(_job_finished), JsonPacker(_pod_finished)

@@ -111,10 +111,6 @@ def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings]
         raise ContractError(f"spec.search.strategy: {exp.strategy!r} runs with `kubenas run` "
                             "only for now (one process trains the shared weights and the "
                             "policy); its cluster path, one Job per Experiment, is not built")
-    if exp.final is not None:
-        raise ContractError("spec.final: the final phase (grid, retrain, one test evaluation) "
-                            "runs with `kubenas run` only for now; the cluster controller does "
-                            "not run it yet, so an Experiment asking for it is not started")
     url = exp.storage.get("url")
     if not isinstance(url, str) or not url.startswith("s3://") or len(url) <= len("s3://"):
         raise ContractError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from kubenas.contracts import names
 from kubenas.operator import constants as C
 
 _EMPTY: Mapping = {}
@@ -123,6 +124,12 @@ class TrialView(ObjectView):
     @property
     def reward(self) -> Any:
         return self.status.get("reward")
+
+    @property
+    def searching(self) -> bool:
+        """A search Trial (not one of the final phase's): counted toward the budget and the
+        best. Trials made before the stage label existed are search Trials."""
+        return self.meta.labels.get(C.LABEL_STAGE, names.STAGE_SEARCH) == names.STAGE_SEARCH
 
     @property
     def job_name(self) -> Optional[str]:

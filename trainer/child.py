@@ -18,7 +18,8 @@ cannot be built, exceeds ``maxParameters``, runs out of memory, its first step f
 become a *failed* record with the reason. Environment errors (dataset missing, store
 unreachable, bad trainer config) propagate: the process exits non-zero and is retried.
 
-Spaces: "cnn" is trained here (``train_cnn``); "rnn_cell" is handed whole to
+Spaces: "cnn" and "enas_macro" (an ENAS search's derived architecture, as a standalone
+network) are trained here (``train_cnn``); "rnn_cell" is handed whole to
 ``kubenas.trainer.lm_child.train_language_model`` (same arguments, same storage contract),
 imported lazily: without it the trial gets a failed record saying so. "nasbench201" is
 answered from a table by the controller and never reaches a child (failed record).
@@ -45,7 +46,7 @@ from kubenas.trainer.cost import attempt_seconds, measure_cost
 from kubenas.trainer.data import load_dataset
 from kubenas.trainer.data.augment import BatchAugment, to_float
 from kubenas.trainer.data.base import ImageSplit, channel_stats
-from kubenas.trainer.errors import ChildFailure, UnsupportedSpace
+from kubenas.trainer.errors import ChildFailure, TooLarge, UnsupportedSpace
 from kubenas.trainer.reward import compute_reward
 from kubenas.trainer.train import TrainOutcome, fit, resolve_device
 
@@ -98,10 +99,7 @@ def train_cnn(architecture: Architecture, config: TrainerConfig, *,
         info = dataclasses.replace(info, train_size=len(train))
         info.mean, info.std = channel_stats(train.images)
     torch.manual_seed(config.seed)
-    model = cnn_builder.build_cnn(architecture, info.input_shape, info.num_classes, info.mean,
-                                  info.std, max_parameters=config.max_parameters,
-                                  bn_epsilon=config.bn_epsilon,
-                                  width_multiplier=config.width_multiplier)
+    model = _image_model(architecture, info, config)
     params = sum(p.numel() for p in model.parameters())
     crop = config.crop_padding if config.crop_padding is not None else info.crop_padding
     flip = config.horizontal_flip if config.horizontal_flip is not None else info.horizontal_flip
@@ -122,6 +120,27 @@ def train_cnn(architecture: Architecture, config: TrainerConfig, *,
         extra.update(after_fit(model, example))
     return TrainOutcome(metrics=metrics, reward=reward, extra=extra, model=model,
                         example_input=example)
+
+
+def _image_model(architecture: Architecture, info, config: TrainerConfig):
+    """The network of an image child: the paper's CNN (§3.1-3.4), or a standalone ENAS macro
+    child (an ``enas`` search's derived architecture, trained from scratch)."""
+    if architecture.space != "enas_macro":
+        return cnn_builder.build_cnn(architecture, info.input_shape, info.num_classes, info.mean,
+                                     info.std, max_parameters=config.max_parameters,
+                                     bn_epsilon=config.bn_epsilon,
+                                     width_multiplier=config.width_multiplier)
+    from kubenas.trainer.enas.networks import build_enas_child
+
+    model = build_enas_child(architecture, info.input_shape, info.num_classes, info.mean, info.std)
+    params = sum(p.numel() for p in model.parameters())
+    if config.max_parameters is not None and params > config.max_parameters:
+        raise TooLarge(f"{params:,} parameters > maxParameters {config.max_parameters:,}")
+    return model
+
+
+# Spaces whose children train here (``train_cnn``); rnn_cell children in lm_child.
+IMAGE_SPACES = ("cnn", "enas_macro")
 
 
 # -- the child ----------------------------------------------------------------------------
@@ -237,7 +256,7 @@ def train_child(trial_id: str, experiment: str,
             else dict(trainer_config or {})
         return train_language_model(trial_id, experiment, architecture, raw, store,
                                     cache_dir=cache_dir)
-    if architecture.space != "cnn":
+    if architecture.space not in IMAGE_SPACES:
         return _publish(store, _failed(experiment, trial_id, architecture, UnsupportedSpace(
             f"space {architecture.space!r} is looked up in the NAS-Bench-201 table by the "
             "controller, not trained by a child"), _now()))

@@ -242,7 +242,7 @@ def validate_trainer_config(d: Optional[Mapping], space: str = "cnn",
         LMConfig.from_dict(d, where=where)
         return copy.deepcopy(dict(d))
     cfg = TrainerConfig.from_dict(d, where=where)
-    if space == "cnn":
+    if space in ("cnn", "enas_macro"):
         require_image_dataset(cfg, where)
     return copy.deepcopy(dict(d))
 

@@ -59,15 +59,17 @@ __all__ = ["export_torchscript", "onnx_bytes", "to_torchscript", "torchscript_by
 
 
 
-def onnx_bytes(model: nn.Module, example_input: torch.Tensor) -> bytes:
-    """``model`` as ONNX (torch.onnx, the TorchScript-based exporter; input ``images``,
-    output ``logits``, a dynamic batch dimension)."""
+def onnx_bytes(model: nn.Module, example_input: torch.Tensor, input_name: str = "images") -> bytes:
+    """``model`` as ONNX (torch.onnx, the TorchScript-based exporter; input ``input_name``,
+    output ``logits``, a dynamic batch dimension: the first of an image batch, the second of
+    a (seq, batch) token batch)."""
     eager = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(eager, (example_input.detach().cpu(),), buf, input_names=["images"],
-                          output_names=["logits"], dynamic_axes={"images": {0: "batch"},
-                                                                 "logits": {0: "batch"}},
+        axis = 0 if input_name == "images" else 1
+        torch.onnx.export(eager, (example_input.detach().cpu(),), buf, input_names=[input_name],
+                          output_names=["logits"], dynamic_axes={input_name: {axis: "batch"},
+                                                                 "logits": {axis: "batch"}},
                           dynamo=False)
     return buf.getvalue()

@@ -20,6 +20,7 @@ Entry points:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Callable, Optional
 
@@ -38,12 +39,17 @@ log = logging.getLogger("kubenas.trainer")
 
 
 def train_lm(architecture, config, *, resume: Optional[dict] = None,
-             on_epoch: Optional[Callable[[dict], None]] = None, cache_dir=None, store=None):
+             on_epoch: Optional[Callable[[dict], None]] = None, cache_dir=None, store=None,
+             merge_validation: bool = False, after_fit: Optional[Callable[..., dict]] = None):
     """Build and train one language model; return a ``TrainOutcome`` (no storage side effects).
 
     ``config``: an :class:`LMConfig`, the trainer mapping, or a ``TrainerConfig`` (see
     :func:`lm_config`). The outcome's reward is ``rewardC / best_val_ppl**2`` and its model
-    holds the best-validation weights (eval mode). Raises ``ChildFailure`` subclasses."""
+    holds the best-validation weights (eval mode). Raises ``ChildFailure`` subclasses.
+    ``merge_validation`` (the final run's trainOn: train+validation): the training stream is
+    the train split then the validation split, and the model keeps its last epoch's weights
+    (the validation split no longer tells anything). ``after_fit(model, example)``: more
+    ``extra`` for the record (the final run's test evaluation and exports)."""
     if not isinstance(architecture, Architecture):
         architecture = Architecture.from_dict(architecture)
     cfg = lm_config(config)
@@ -51,13 +57,15 @@ def train_lm(architecture, config, *, resume: Optional[dict] = None,
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)
     corpus = load_ptb(cfg.dataset_path, store=store, cache_dir=cache_dir)
+    if merge_validation:
+        corpus = dataclasses.replace(corpus, train=torch.cat([corpus.train, corpus.valid]))
     torch.manual_seed(cfg.seed)
     model = build_language_model(architecture, corpus.vocab_size, cfg).to(device)
     params = model.num_parameters()
     log.info("rnn_cell child: %s parameters on %s; %s train / %s valid tokens", f"{params:,}", device,
              corpus.train.numel(), corpus.valid.numel())
     st, best = fit(model, corpus, cfg, resume=resume, on_epoch=on_epoch)
-    if best is not None:
+    if best is not None and not merge_validation:
         model.load_state_dict(best)
     model.eval()
     reward = reward_from_perplexity(st.best_val_ppl, cfg.reward_c)
@@ -65,6 +73,8 @@ def train_lm(architecture, config, *, resume: Optional[dict] = None,
              "vocab_size": corpus.vocab_size, "val_perplexity": st.best_val_ppl,
              "best_epoch": st.best_epoch, "reward_c": cfg.reward_c}
     example = corpus.valid[:2 * 5].view(5, 2).to(device)
+    if after_fit is not None:
+        extra.update(after_fit(model, example))
     return TrainOutcome(metrics=list(st.metrics), reward=reward, extra=extra, model=model,
                         example_input=example)
 

@@ -9,7 +9,8 @@ image trainer's ``TrainerConfig`` wants space-specific settings:
     epochs: 4              batchSize: 20          evalBatchSize: 10       bptt: 35
     embeddingSize: 64      hiddenSize: 64         layers: 2
     dropout: 0.1           embeddingDropout: 0.0  recurrentDropout: 0.1   tieWeights: true
-    learningRate: 20       lrDecay: 4             clipNorm: 0.25          weightDecay: 0
+    learningRate: 20       lrDecay: 4             lrDecayEpoch: null      clipNorm: 0.25
+    weightDecay: 0
     initRange: 0.1         cellBias: true
     rewardC: 80            maxTokens: 50000       maxEvalTokens: null     divergencePerplexity: null
     maxParameters: 50000000  seed: 0   device: auto   numThreads: null   saveModel: false
@@ -38,14 +39,14 @@ _KEYS = {
     "bptt": "bptt", "embeddingSize": "embedding_size", "hiddenSize": "hidden_size",
     "layers": "layers", "dropout": "dropout", "embeddingDropout": "embedding_dropout",
     "recurrentDropout": "recurrent_dropout", "tieWeights": "tie_weights",
-    "learningRate": "learning_rate", "lrDecay": "lr_decay", "clipNorm": "clip_norm",
+    "learningRate": "learning_rate", "lrDecay": "lr_decay", "lrDecayEpoch": "lr_decay_epoch", "clipNorm": "clip_norm",
     "weightDecay": "weight_decay", "initRange": "init_range", "cellBias": "cell_bias",
     "rewardC": "reward_c", "maxTokens": "max_tokens", "maxEvalTokens": "max_eval_tokens",
     "divergencePerplexity": "divergence_perplexity", "maxParameters": "max_parameters",
     "seed": "seed", "device": "device", "numThreads": "num_threads", "saveModel": "save_model",
 }
 _POS_INT = {"epochs", "batchSize", "evalBatchSize", "bptt", "embeddingSize", "hiddenSize", "layers"}
-_OPT_POS_INT = {"maxTokens", "maxEvalTokens", "maxParameters", "numThreads"}
+_OPT_POS_INT = {"maxTokens", "maxEvalTokens", "maxParameters", "numThreads", "lrDecayEpoch"}
 _PROB = {"dropout", "embeddingDropout", "recurrentDropout"}
 _POS_NUM = {"learningRate", "clipNorm", "initRange", "rewardC"}
 _BOOL = {"tieWeights", "cellBias", "saveModel"}
@@ -64,7 +65,7 @@ _SHARED_IMAGE_DEFAULTS = {"epochs": 5, "batchSize": 64, "evalBatchSize": 512, "l
 _MAX_COUNTS = {"epochs": MAX_EPOCHS, "batchSize": MAX_BATCH, "evalBatchSize": MAX_BATCH,
                "bptt": 100_000, "embeddingSize": 65_536, "hiddenSize": 65_536, "layers": 64,
                "maxTokens": 10**12, "maxEvalTokens": 10**12, "maxParameters": MAX_PARAMETERS,
-               "numThreads": MAX_THREADS}
+               "numThreads": MAX_THREADS, "lrDecayEpoch": MAX_EPOCHS}
 
 
 def _check_value(key: str, v: Any, w: str) -> Any:
@@ -144,6 +145,9 @@ class LMConfig:
     tie_weights: bool = True
     learning_rate: float = 20.0
     lr_decay: float = 4.0
+    # None: divide the rate by lr_decay when validation stops improving; k: after every epoch
+    # from the (0-based) epoch k on, improving or not (the final phase's decay-epoch axis)
+    lr_decay_epoch: Optional[int] = None
     clip_norm: float = 0.25
     weight_decay: float = 0.0
     init_range: float = 0.1

@@ -208,10 +208,11 @@ def fit(model: LanguageModel, corpus, cfg: LMConfig, resume: Optional[Mapping] =
     try:
         while st.epoch < cfg.epochs:
             val_ppl = _epoch(model, optimizer, data, corpus, cfg, st, limit)
-            if val_ppl < st.best_val_ppl:
+            improved = val_ppl < st.best_val_ppl
+            if improved:
                 st.best_val_ppl, st.best_epoch = val_ppl, st.epoch
                 best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
+            if (not improved) if cfg.lr_decay_epoch is None else st.epoch >= cfg.lr_decay_epoch:
                 st.lr /= cfg.lr_decay
                 set_lr(optimizer, st.lr)
             if on_epoch is not None:

@@ -13,6 +13,9 @@ STRATEGIES = ("reinforce", "random", "evolution", "enas")
 # operator refuses them with a condition instead of running them as per-child searches.
 LOCAL_ONLY_STRATEGIES = ("enas",)
 DATASETS = ("digits", "fashion_mnist", "cifar10", "ptb")
+# Spaces whose children the final phase (spec.final) can grid-search, retrain and test
+# (enas_macro: an ``enas`` search's derived architecture, as a standalone network).
+FINAL_SPACES = ("cnn", "rnn_cell", "enas_macro")
 
 # What an experiment gets when ``spec.search`` names none (the CRD's ``default:`` too).
 DEFAULT_SPACE = "cnn"
@@ -21,3 +24,11 @@ DEFAULT_STRATEGY = "reinforce"
 # On an Experiment: the UID of an earlier Experiment whose controller state (and default
 # storage prefix) this one continues; without it a re-created Experiment starts fresh.
 ANNOTATION_RESUME_FROM = "kubenas.dev/resume-from"
+
+# Which part of an experiment a trial belongs to: the search (its reward updates the policy),
+# or the final phase's grid points and retrains (they never do). The controller labels each
+# Trial with it, the operator counts only search Trials toward the budget and the best, and
+# `kubenas.trainer.final` lets only a final retrain read the test split.
+LABEL_STAGE = "kubenas.dev/stage"
+STAGE_SEARCH, STAGE_GRID, STAGE_FINAL = "search", "grid", "final"
+STAGES = (STAGE_SEARCH, STAGE_GRID, STAGE_FINAL)

@@ -3,6 +3,7 @@ each trial's policy version and the strategy, from the controller's own records.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Optional
 
 from kubenas.contracts import ResultRecord
 from kubenas.contracts.result import cost_totals
-from kubenas.controller import StoreResultSource, read_ledger
+from kubenas.controller import FINAL_KEY, StoreResultSource, read_ledger
 from kubenas.storage import NotFound, ObjectStore, open_store
 
 log = logging.getLogger("kubenas.report")
@@ -23,6 +24,7 @@ class Run:
     strategy: Optional[str]
     results: list[ResultRecord]
     policy_versions: dict[str, Optional[int]] = field(default_factory=dict)
+    final: Optional[dict] = None   # the final phase's summary (final.json), when it ran
 
     @property
     def cost(self) -> dict:
@@ -65,6 +67,17 @@ def _ledger(store: ObjectStore) -> Optional[dict]:
         return None
 
 
+def _final(store: ObjectStore) -> Optional[dict]:
+    try:
+        doc = json.loads(store.get(FINAL_KEY))
+    except NotFound:
+        return None
+    except ValueError as exc:   # a page without its final section beats no page
+        log.warning("%s: unreadable (%s); the report leaves the final phase out", FINAL_KEY, exc)
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def load_run(store: ObjectStore, results: Optional[list[ResultRecord]] = None) -> Run:
     """The run in ``store``. ``results``: as the search credited them, when the caller has
     them; else every record, read as the controller reads them (a broken record is a failed
@@ -75,12 +88,13 @@ def load_run(store: ObjectStore, results: Optional[list[ResultRecord]] = None) -
         if ledger is not None:
             results = [r for r in results if r.trial_id in ledger["sampled"]]
     results = sorted(results, key=lambda r: r.trial_id)
+    final = _final(store)
     if ledger is None:
         name = results[0].experiment if results else "experiment"
-        return Run(name=name, strategy=None, results=results)
+        return Run(name=name, strategy=None, results=results, final=final)
     versions = {tid: doc.get("policyVersion") for tid, doc in ledger["sampled"].items()}
     return Run(name=ledger["experiment"], strategy=ledger.get("strategyName"), results=results,
-               policy_versions=versions)
+               policy_versions=versions, final=final)
 
 
 __all__ = ["Run", "default_report_path", "load_run", "local_path", "open_source"]

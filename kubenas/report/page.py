@@ -1,6 +1,7 @@
 """``report.html``: one self-contained page (inline CSS, SVG and a few lines of JS; nothing
 fetched) a person would rather look at than read: the reward chart, the comparison with a
-baseline search, the best architecture drawn, the leaderboard (sortable) and the cost."""
+baseline search, the best architecture drawn, the leaderboard (sortable), the final phase
+(its grid, the retrain and the one test evaluation) and the cost of each phase."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def _header(run: Run) -> str:
              ("succeeded", str(ok)), ("failed", str(len(run.results) - ok)),
              ("best", f"{best.reward:.4f} ({best.trial_id})" if best else "none"),
              ("cost", cost_text(run.cost))]
+    test = (run.final or {}).get("test") or {}
+    metric = test.get("metric", "accuracy")
+    if isinstance(test.get(metric), (int, float)):
+        facts.append((f"test {metric}", f"{test[metric]:.4f} (final model, evaluated once)"))
     items = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in facts)
     return f"<header><h1>{escape(run.name)}</h1><dl class=\"facts\">{items}</dl></header>"
 
@@ -85,6 +90,51 @@ def _leaderboard(run: Run) -> str:
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
+def _table(anchor: str, head: tuple, rows: list) -> str:
+    cells = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{escape(_cell(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return (f'<table class="compare" id="{anchor}"><thead><tr>{cells}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _final(final: dict) -> str:
+    """The final phase: what was chosen, the grid it was chosen from, the retrains."""
+    test, chosen = final.get("test") or {}, final.get("chosenGridPoint") or {}
+    said = (f"<p>{escape(str(final.get('searchTrial')))}'s architecture, grid point "
+            f"{escape(_cell(chosen.get('point')))} (validation reward "
+            f"{escape(_cell(chosen.get('reward')))}), retrained with {escape(_cell(final.get('hyperparameters')))}: ")
+    metric = test.get("metric", "accuracy")
+    said += (f"test {escape(metric)} <strong>{test[metric]:.4f}</strong> on {test.get('examples')} "
+             f"examples, evaluated once.</p>" if isinstance(test.get(metric), (int, float))
+             else "no retrain succeeded.</p>")
+    grid = _table("final-grid", ("trial", "architecture of", "point", "status", "reward", "best val acc"),
+                  [(g.get("trial"), g.get("source"), g.get("point"), g.get("status"), g.get("reward"),
+                    g.get("bestValAcc")) for g in final.get("grid") or []])
+    retrains = _table("final-retrain", ("trial", "size", "status", f"test {metric}", "parameters",
+                                        "training seconds"),
+                      [(r.get("trial"), r.get("size"), r.get("status"), (r.get("test") or {}).get(metric),
+                        r.get("parameters"), r.get("trainingSeconds")) for r in final.get("retrains") or []])
+    return f"{said}<h3>Grid</h3>{grid}<h3>Retrain</h3>{retrains}"
+
+
+def _phase_costs(final: Optional[dict]) -> str:
+    costs = (final or {}).get("cost") or {}
+    rows = [(phase, c.get("trials"), c.get("cpuSeconds"), c.get("gpuSeconds"))
+            for phase in ("search", "grid", "retrain") if isinstance(c := costs.get(phase), dict)]
+    return _table("cost-by-phase", ("phase", "trials", "CPU-seconds", "GPU-seconds"), rows) if rows else ""
+
+
 def _cost(run: Run) -> str:
     by_device: dict[str, list] = {}
     for r in run.results:
@@ -96,7 +146,7 @@ def _cost(run: Run) -> str:
     return (f"<p>{escape(cost_text(run.cost))}.</p>"
             '<table class="compare" id="cost-by-device"><thead><tr><th>device</th>'
             "<th>trials</th><th>device-seconds</th><th>per trial</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>")
+            f"<tbody>{rows}</tbody></table>{_phase_costs(run.final)}")
 
 
 def render(run: Run, baseline: Optional[Run] = None) -> str:
@@ -107,8 +157,10 @@ def render(run: Run, baseline: Optional[Run] = None) -> str:
         sections.append(_section(f"Compared with {baseline.name}", _comparison(run, baseline),
                                  "comparison"))
     sections += [_section("Best architecture", _best(run), "best"),
-                 _section("Leaderboard", _leaderboard(run), "leaderboard"),
-                 _section("Cost", _cost(run), "cost")]
+                 _section("Leaderboard", _leaderboard(run), "leaderboard")]
+    if run.final is not None:
+        sections.append(_section("Final phase", _final(run.final), "final"))
+    sections.append(_section("Cost", _cost(run), "cost"))
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>kubenas report: {escape(run.name)}</title>"

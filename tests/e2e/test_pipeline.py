@@ -494,6 +494,50 @@ def test_two_controller_replicas_share_the_policy_by_compare_and_swap(kubenas):
     assert status["bestReward"] == pytest.approx(best.reward)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_an_experiment_runs_through_the_final_phase_to_a_tested_model(kubenas):
+    """Search, then the final phase as Trials on the pools (issue 12): the Experiment goes
+    Running -> Final -> Succeeded, shows the test metric and the cost, and ``kubectl get
+    trials`` tells search, grid and final Trials apart; the policy never sees the final ones."""
+    pools = [pool("pool-a", gpus=1, max_in_flight=2), pool("pool-b", gpus=1, max_in_flight=1)]
+    n = 3
+    spec = digits_spec(n, pools, final={"topK": 1, "grid": {"learningRate": [0.1, 0.2]},
+                                        "epochs": 3})
+    kubenas.start_operator()
+    run = Run(kubenas, "shipit", spec)
+    phases: list = []
+
+    def succeeded():
+        phase = run.status().get("phase")
+        if phase and (not phases or phases[-1] != phase):
+            phases.append(phase)
+        return phase == "Succeeded"
+    try:
+        run.wait(succeeded, 400, "experiment shipit Succeeded")
+    finally:
+        run.stop()
+    assert phases[-3:] == ["Running", "Final", "Succeeded"], phases
+    status = run.status()
+    store = run.store
+    final = json.loads(store.get("outputs/final.json"))
+    assert final["test"]["split"] == "test" and final["test"]["evaluations"] == 1
+    assert status["testMetric"] == pytest.approx(final["test"]["accuracy"]) and 0 < status["testMetric"] <= 1
+    assert status["finalTrial"] == "shipit-f0000" == final["model"]["trial"]
+    assert status["cost"]["search"]["trials"] == n and status["cost"]["final"]["trials"] == 3
+    for key in ("outputs/final_model.pt", "outputs/final_model.onnx", "outputs/report.html"):
+        assert store.get(key), key
+    # the operator counts the search toward the budget; the final phase's Trials are apart
+    assert status["trialsCompleted"] == n
+    tables = kubectl_tables(kubenas.kubectl("get", "experiments,trials"))
+    [exp_row] = tables["experiment.kubenas.dev"]
+    assert float(exp_row["TEST"]) == pytest.approx(status["testMetric"], abs=1e-4)
+    stages = sorted(row["STAGE"] for row in tables["trial.kubenas.dev"])
+    assert stages == ["final"] + ["grid"] * 2 + ["search"] * n, tables
+    # the policy applied the n search results only
+    assert kubenas.applied_count("shipit") == n
+
+
 GATE = "kubenas.dev/e2e-gate"
 
 

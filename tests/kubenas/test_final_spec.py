@@ -44,7 +44,8 @@ def test_search_epoch_defaults_are_the_trainers():
     from kubenas.trainer.config import TrainerConfig
     from kubenas.trainer.lm_config import LMConfig
 
-    assert SEARCH_EPOCHS_DEFAULT == {"cnn": TrainerConfig().epochs, "rnn_cell": LMConfig().epochs}
+    assert SEARCH_EPOCHS_DEFAULT == {"cnn": TrainerConfig().epochs, "rnn_cell": LMConfig().epochs,
+                                     "enas_macro": TrainerConfig().epochs}
 
 
 def test_a_given_grid_replaces_the_default_and_every_field_is_set():
@@ -83,3 +84,15 @@ def test_the_grid_size_is_capped():
     with pytest.raises(ContractError, match=rf"spec\.final\.grid: 512 grid points; at most "
                                             rf"{MAX_GRID_POINTS}"):
         parse({"grid": axes})
+
+
+def test_every_space_with_a_final_phase_has_grid_axes_and_a_retrain():
+    from kubenas.contracts import names
+    from kubenas.experiment import _GRID_AXES, _DEFAULT_GRID
+    from kubenas.trainer import validate_trainer_config
+
+    assert set(_GRID_AXES) == set(_DEFAULT_GRID) == set(names.FINAL_SPACES)
+    for space in names.FINAL_SPACES:   # every axis is a setting that space's child accepts
+        for axis, (whole, low, high, _) in _GRID_AXES[space].items():
+            value = max(1, low) if whole else (low + min(high, 1)) / 2
+            validate_trainer_config({axis: value}, space=space, where=f"{space}.{axis}")

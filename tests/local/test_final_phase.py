@@ -84,8 +84,14 @@ def test_final_phase_grid_retrain_test_once_outputs_and_resume(tmp_path):
     assert len(list((store / "final" / "test-evaluations").iterdir())) == 1
     trainer = json.loads((workdir / "trials" / "tinyfinal-f0000" / "trainer.json").read_text())
     assert trainer["finalRun"] == {"trainOn": "train+validation"} and trainer["epochs"] == 4
-    # the search's leaderboard lists the search trials only
+    # the search's leaderboard lists the search trials only; the report has the final phase
     assert (workdir / "leaderboard.csv").read_text().count("tinyfinal-") == 3
+    page = (workdir / "report.html").read_text()
+    for section in ("final-grid", "final-retrain", "cost-by-phase"):
+        table = page.split(f'id="{section}"')[1].split("</table>")[0]
+        rows = {"final-grid": 2, "final-retrain": 1, "cost-by-phase": 3}[section]
+        assert table.count("<tr>") == rows + 1, (section, table)   # + the header row
+    assert f"{final['test']['accuracy']:.4f} (final model, evaluated once)" in page
 
     # the exported models run and agree
     x = torch.rand(4, 1, 8, 8)
@@ -101,3 +107,40 @@ def test_final_phase_grid_retrain_test_once_outputs_and_resume(tmp_path):
     again = json.loads((workdir / "final.json").read_text())
     assert {p.name: p.stat().st_mtime_ns for p in (store / "results").glob("*.json")} == before
     assert again["test"] == final["test"] and again["cost"]["final"] == final["cost"]["final"]
+
+
+# Two tiny recurrent-cell children on a slice of PTB, then the final phase of §4.2: one grid
+# point, the chosen setting retrained at two sizes, each tested once (perplexity).
+PTB = yaml.safe_load("""
+apiVersion: kubenas.dev/v1
+kind: Experiment
+metadata: {name: tinyptb}
+spec:
+  search: {space: rnn_cell, seed: 0, spaceOptions: {base: 2}}
+  budget: {maxTrials: 2}
+  parallelism: 2
+  trainer: {dataset: {name: ptb}, epochs: 1, batchSize: 10, bptt: 10, embeddingSize: 16,
+            hiddenSize: 16, maxTokens: 2000, maxEvalTokens: 1000, numThreads: 1}
+  final:
+    grid: {learningRate: [20]}
+    epochs: 2
+    sizes: [16, 24]
+""")
+
+
+def test_a_ptb_search_ends_with_its_best_cell_retrained_at_each_size_and_tested_once(tmp_path):
+    workdir = tmp_path / "ptb"
+    stdout = _run(PTB, tmp_path, workdir)
+    assert "final: test perplexity" in stdout and "evaluated once" in stdout, stdout
+    final = json.loads((workdir / "final.json").read_text())
+    assert [r["size"] for r in final["retrains"]] == [16, 24]
+    assert all(r["status"] == "succeeded" and r["test"]["metric"] == "perplexity"
+               and r["test"]["evaluations"] == 1 for r in final["retrains"]), final["retrains"]
+    assert [r["settings"]["hiddenSize"] for r in final["retrains"]] == [16, 24]
+    # the larger model is the one shipped, and its parameter count says so
+    small, large = final["retrains"]
+    assert final["model"]["trial"] == large["trial"] and large["parameters"] > small["parameters"]
+    assert final["test"] == large["test"] and 1 < final["test"]["perplexity"] < 10_000
+    assert len(list((workdir / "store" / "final" / "test-evaluations").iterdir())) == 2
+    assert (workdir / "final_model.pt").stat().st_size > 0
+    assert 'id="final-retrain"' in (workdir / "report.html").read_text()

@@ -93,16 +93,17 @@ def test_printer_columns_and_short_names(env, operator):
     env.wait_phase("exp1-00000", "Succeeded")
     env.wait(lambda: env.experiment().get("status", {}).get("bestReward") == 0.64, what="best reward")
     out = env.kubectl("get", "experiments")
-    assert out.splitlines()[0].split() == ["NAME", "STRATEGY", "PHASE", "DONE", "BUDGET", "BEST", "AGE"]
+    assert out.splitlines()[0].split() == ["NAME", "STRATEGY", "PHASE", "DONE", "BUDGET", "BEST",
+                                           "TEST", "AGE"]
     cols = _table(out)[0]
     assert (cols["NAME"], cols["STRATEGY"], cols["PHASE"], cols["DONE"], cols["BUDGET"],
-            cols["BEST"]) == ("exp1", "reinforce", "", "1", "4", "0.64")
+            cols["BEST"], cols["TEST"]) == ("exp1", "reinforce", "", "1", "4", "0.64", "")
     assert env.kubectl("get", "exp").splitlines()[0] == out.splitlines()[0]
     out = env.kubectl("get", "trials")
-    assert out.splitlines()[0].split() == ["NAME", "PHASE", "REWARD", "POOL", "AGE"]
+    assert out.splitlines()[0].split() == ["NAME", "PHASE", "REWARD", "POOL", "STAGE", "AGE"]
     row = _table(out)[0]
-    assert (row["NAME"], row["PHASE"], row["REWARD"], row["POOL"]) == \
-        ("exp1-00000", "Succeeded", "0.64", "pool-a")
+    assert (row["NAME"], row["PHASE"], row["REWARD"], row["POOL"], row["STAGE"]) == \
+        ("exp1-00000", "Succeeded", "0.64", "pool-a", "")   # made by hand: no stage label
     assert env.kubectl("get", "trial").splitlines()[0] == out.splitlines()[0]
     wide = env.kubectl("get", "trials", "-o", "wide").splitlines()[0].split()
     assert {"EXPERIMENT", "REASON", "JOB"} <= set(wide)

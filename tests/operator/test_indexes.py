@@ -3,10 +3,12 @@ answer what the reconcile asks without a scan: counts, best, unfinished Jobs per
 
 from __future__ import annotations
 
+import json
+
 from kubenas.operator import constants as C
 from kubenas.operator import indexes as X
 from kubenas.operator.informer import Informer
-from kubenas.operator.trim import PackedTrial, pack_trial, trim_trial, unpack_trial
+from kubenas.operator.trim import TRIALS, trim_trial
 
 
 def trial(name, phase=None, reward=None, exp="e", ns="ns", rv=1):
@@ -34,7 +36,7 @@ class ListOnce:
 
 
 def informer(indexers, items=(), trim=lambda o: o):
-    packing = {"pack": pack_trial, "unpack": unpack_trial} if trim is trim_trial else {}
+    packing = {"pack": TRIALS.pack, "unpack": TRIALS.unpack} if trim is trim_trial else {}
     inf = Informer(ListOnce(items), "/x", "x", lambda kind, obj: None, trim=trim,
                    indexers=indexers, **packing)
     inf._list()
@@ -99,32 +101,22 @@ def _stubs():
 
 
 def test_a_finished_trial_is_packed_and_reads_back_as_the_same_dict():
-    for t in _stubs():
-        stub = trim_trial(t)
-        packed = pack_trial(stub)
-        assert isinstance(packed, PackedTrial), stub
-        assert unpack_trial(packed) == stub
-    packed = pack_trial(trim_trial(_stubs()[0]))
-    # the trial label's value is the Trial's name: one string, not two
-    assert packed.labels[packed.labels.index(C.LABEL_TRIAL) + 1] is packed.name
-
-
-def test_what_a_packed_trial_cannot_hold_stays_a_dict():
-    running = trim_trial(trial("r", "Running"))
-    assert pack_trial(running) is running                     # unfinished: spec is read
     odd = trim_trial(trial("o", "Succeeded", 0.1))
-    odd["metadata"]["labels"] = {"k": 3}                       # not a string label value
-    assert pack_trial(odd) is odd
-    nones = trim_trial(trial("z", "Succeeded", 0.1))
-    nones["status"]["reason"] = None
-    assert pack_trial(nones) is nones
+    odd["metadata"]["labels"] = {"k": 3}                       # whatever JSON holds
+    odd["status"]["reason"] = None
+    for stub in [trim_trial(t) for t in _stubs()] + [odd]:
+        packed = TRIALS.pack(stub)
+        assert isinstance(packed, bytes) and len(packed) < len(json.dumps(stub)), stub
+        assert TRIALS.unpack(packed) == stub
+    running = trim_trial(trial("r", "Running"))
+    assert TRIALS.pack(running) is running and TRIALS.unpack(running) is running  # spec is read
 
 
 def test_the_packed_cache_answers_like_the_plain_one():
     trials = [trial("a"), trial("b", "Running")] + _stubs()
     plain = informer(X.TRIAL_INDEXERS, trials, lambda o: trim_trial(o))
     packed = informer(X.TRIAL_INDEXERS, trials, trim_trial)
-    assert sum(isinstance(v, PackedTrial) for v in packed._cache.values()) == 4
+    assert sum(isinstance(v, bytes) for v in packed._cache.values()) == 4
     key = lambda t: t["metadata"]["name"]
     assert sorted(packed.items(), key=key) == sorted(plain.items(), key=key)
     for name in ("a", "b", "f", "s", "n", "g"):
@@ -172,3 +164,23 @@ def test_jobs_in_flight_per_pool():
     assert inf.count(X.IN_FLIGHT, ("ns", "e", "q")) == 1
     inf.forget("ns", "j2")
     assert {j["metadata"]["name"] for j in inf.by_index(X.IN_FLIGHT, ("ns", "e", "p"))} == {"j5"}
+
+
+def test_the_final_phases_trials_count_toward_neither_the_budget_nor_the_best():
+    def staged(name, stage, phase=None, reward=None):
+        t = trial(name, phase, reward)
+        if stage is not None:
+            t["metadata"]["labels"] = {C.LABEL_STAGE: stage}
+        return t
+
+    trials = [staged("s1", "search", "Succeeded", 0.5), staged("s0", None, "Succeeded", 0.4),
+              staged("g1", "grid", "Succeeded", 0.9), staged("g2", "grid", "Running"),
+              staged("f1", "final", "Succeeded", 0.95)]
+    inf = informer(X.TRIAL_INDEXERS, trials, trim_trial)
+    counts = X.phase_counts(inf, "ns", "e")
+    assert (counts["trialsCreated"], counts["trialsSucceeded"], counts["trialsRunning"]) == (2, 2, 0)
+    assert {t["metadata"]["name"] for t in inf.by_index(X.UNFINISHED, True)} == {"g2"}  # still resynced
+    best = X.BestTrials()
+    for t in trials:
+        best.observe(TRIALS.unpack(TRIALS.pack(trim_trial(t))))
+    assert best.get("ns", "e") == (0.5, "s1")

@@ -15,7 +15,7 @@ from kubenas.operator.kube import KubeError, custom_path, jobs_path
 from kubenas.operator.reconciler import Conflict, Reconciler
 from kubenas.operator.results import StoreProvider
 from kubenas.operator.settings import Settings
-from kubenas.operator.trim import pack_trial, trim_job, trim_pod, trim_trial, unpack_trial
+from kubenas.operator.trim import TRIALS, trim_job, trim_pod, trim_trial
 from kubenas.storage.local import LocalStore
 
 from tests.operator.objects import experiment, trial
@@ -93,7 +93,7 @@ def world(tmp_path):
         return Informer(kube, "/", "test", lambda kind, obj: None, trim=trim, indexers=indexers,
                         **packing)
 
-    trials = informer(trim_trial, X.TRIAL_INDEXERS, pack=pack_trial, unpack=unpack_trial)
+    trials = informer(trim_trial, X.TRIAL_INDEXERS, pack=TRIALS.pack, unpack=TRIALS.unpack)
     experiments, jobs = informer(lambda o: o, None), informer(trim_job, X.JOB_INDEXERS)
     pods = informer(trim_pod, X.POD_INDEXERS)
     events = Events()

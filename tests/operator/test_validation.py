@@ -170,7 +170,9 @@ def test_a_strategy_without_a_cluster_path_is_refused_naming_the_field():
         parse_experiment_object(exp, Settings())
 
 
-def test_a_final_phase_the_cluster_cannot_run_yet_is_refused_naming_the_field():
-    exp = experiment(final={"topK": 1})
-    with pytest.raises(ContractError, match=r"^spec\.final: the final phase .* runs with `kubenas run` only"):
-        parse_experiment_object(exp, Settings())
+def test_a_final_phase_is_parsed_with_its_defaults_for_the_cluster_controller():
+    exp = parse_experiment_object(experiment(final={"topK": 2, "epochs": 3}), Settings())
+    assert (exp.final["topK"], exp.final["epochs"], exp.final["trainOn"]) == (2, 3, "train+validation")
+    assert set(exp.final["grid"]) == {"learningRate", "weightDecay", "bnEpsilon", "lrDecayEpoch"}
+    with pytest.raises(ContractError, match=r"^spec\.final\.topK: "):
+        parse_experiment_object(experiment(final={"topK": 0}), Settings())

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from kubenas.operator import constants as C
-from kubenas.operator.trim import pack_trial, trim_job, trim_pod, trim_trial, unpack_trial
+from kubenas.operator.trim import TRIALS, trim_job, trim_pod, trim_trial
 from kubenas.operator.views import ExperimentView, JobView, Meta, PodView, TrialView
 
 from tests.operator.objects import experiment, trial
@@ -56,7 +56,7 @@ def test_a_trial_view_of_the_whole_object_and_of_its_cached_stub():
         == ("exp1-00000", "exp1", "pool-a", "Succeeded", 0.5)
     assert whole.terminal and whole.architecture == obj["spec"]["architecture"]
     assert whole.job_name == "kubenas-exp1-00000"
-    stub = TrialView.of(unpack_trial(pack_trial(trim_trial(obj))))
+    stub = TrialView.of(TRIALS.unpack(TRIALS.pack(trim_trial(obj))))
     assert (stub.name, stub.meta.uid, stub.meta.resource_version, stub.experiment, stub.pool) \
         == ("exp1-00000", "uid-trial", "2", "exp1", "pool-a")
     assert (stub.phase, stub.reward, stub.reason, stub.message) == ("Succeeded", 0.5, "Succeeded", "m")

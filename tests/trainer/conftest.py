@@ -99,3 +99,19 @@ def small_cnn():
         cnn_layer("layer_1", filters=16),
         cnn_layer("layer_2", ["layer_1"], filters=16),
         cnn_layer("layer_3", ["layer_1", "layer_2"], filters=16)]}})
+
+
+@pytest.fixture
+def ptb_reads(monkeypatch):
+    """The splits each read of the PTB text asks for, in order (the corpus memo cleared, so
+    every load reads)."""
+    from kubenas.trainer.data import ptb
+
+    asked, real = [], ptb.read_texts
+
+    def spy(*a, **kw):
+        asked.append(tuple(kw.get("splits", ptb.SPLITS)))
+        return real(*a, **kw)
+    monkeypatch.setattr(ptb, "read_texts", spy)
+    monkeypatch.setattr(ptb, "_CORPUS_CACHE", {})
+    return asked

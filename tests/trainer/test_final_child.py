@@ -103,6 +103,30 @@ def _test_split_reads():
 
 def test_only_the_final_retrain_reads_the_test_split():
     reads = _test_split_reads()
-    # trainer/final.py: the final retrain's one evaluation; trainer/lm_child.py: evaluate_test,
-    # the language model's test evaluation (called by no pipeline code, only benchmarks/)
-    assert [r.split(":")[0] for r in reads] == ["trainer/final.py", "trainer/lm_child.py"], reads
+    # trainer/final.py: the final retrain's one evaluation (an image child's, a language
+    # model's through evaluate_test); trainer/lm_child.py: evaluate_test's own read
+    assert [r.split(":")[0] for r in reads] == ["trainer/final.py"] * 2 + ["trainer/lm_child.py"], reads
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit")
+def test_a_language_models_final_run_tests_perplexity_once(tmp_path, ptb_reads):
+    from kubenas.trainer.builders.rnn_cell import lstm_cell
+    from kubenas.trainer.data import ptb
+
+    asked = ptb_reads
+    store = LocalStore(tmp_path)
+    cfg = {"dataset": {"name": "ptb"}, "epochs": 2, "embeddingSize": 16, "hiddenSize": 16,
+           "batchSize": 10, "bptt": 10, "maxTokens": 2000, "maxEvalTokens": 1000,
+           "numThreads": 1, "lrDecayEpoch": 1, "finalRun": {"trainOn": "train+validation"}}
+    rec = train_child("p-f0000", "p", lstm_cell().to_dict(), cfg, store)
+    assert rec.succeeded, rec.reason
+    test = rec.extra["test"]
+    assert (test["split"], test["evaluations"], test["metric"], test["dataset"]) == \
+        ("test", 1, "perplexity", "ptb")
+    assert 1 < test["perplexity"] < 10_000 and test["examples"] > 80_000   # the whole test split
+    assert rec.extra["validationInTraining"] is True and rec.extra["model_key"] == "models/p-f0000.pt"
+    assert json.loads(store.get("final/test-evaluations/p-f0000.json")) == test
+    assert [s for s in asked if "test" in s] == [ptb.SPLITS]     # read once, by the evaluation
+    # lrDecayEpoch 1: the rate is divided after every epoch from epoch 1 on, improving or not
+    assert [m.extra["lr"] for m in rec.metrics] == [20.0, 5.0]
+    assert train_child("p-f0000", "p", lstm_cell().to_dict(), cfg, store).extra["test"] == test

@@ -13,7 +13,6 @@ from kubenas.contracts import ContractError, ResultRecord
 from kubenas.storage.local import LocalStore
 from kubenas.trainer.builders.language_model import build_language_model
 from kubenas.trainer.builders.rnn_cell import figure5_cell, lstm_cell, nas_cell
-from kubenas.trainer.data import ptb
 from kubenas.trainer.errors import ArchitectureError
 from kubenas.trainer.lm_child import evaluate_test, train_language_model, train_lm
 from kubenas.trainer.lm_config import LMConfig
@@ -33,15 +32,8 @@ def test_reward_is_c_over_validation_perplexity_squared():
     assert reward_from_perplexity(50.0, c=10) == pytest.approx(10 / 2500)
 
 
-def test_tiny_real_training_beats_the_uniform_guess_and_never_reads_test(monkeypatch):
-    asked = []
-    real = ptb.read_texts
-
-    def spy(*a, **kw):
-        asked.append(tuple(kw.get("splits", ptb.SPLITS)))
-        return real(*a, **kw)
-    monkeypatch.setattr(ptb, "read_texts", spy)
-    monkeypatch.setattr(ptb, "_CORPUS_CACHE", {})
+def test_tiny_real_training_beats_the_uniform_guess_and_never_reads_test(ptb_reads):
+    asked = ptb_reads
     cfg = {"epochs": 2, "embeddingSize": 32, "hiddenSize": 32, "layers": 1, "dropout": 0.0,
            "recurrentDropout": 0.0, "batchSize": 10, "bptt": 20, "maxTokens": 15000,
            "maxEvalTokens": 10000, "seed": 0}
