@@ -55,7 +55,8 @@ def check_final(exp) -> None:
                                 space=exp.space, where=f"spec.final.grid {point}")
 
 
-def _final_phase(exp, executor, results, store, loop, bar) -> dict | None:
+def _final_phase(exp, executor, results, store, records, search_cost, bar,
+                 poll_interval: float = 0.5) -> dict | None:
     """The final phase after the search (spec.final): grid, retrain, test once."""
     if exp.final is None:
         return None
@@ -72,8 +73,8 @@ def _final_phase(exp, executor, results, store, loop, bar) -> dict | None:
                       f"{info['trial_id']}/child.log)")
 
     phase = FinalPhase(exp, executor, results, store, on_event=on_event,
-                       poll_interval=loop.poll_interval)
-    return phase.run(loop.credited(results.all()), loop.summary()["cost"])
+                       poll_interval=poll_interval)
+    return phase.run(records, search_cost)
 
 
 def final_line(final: dict) -> str:
@@ -122,7 +123,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         loop.run()
-        final = _final_phase(exp, executor, results, store, loop, bar)
+        final = _final_phase(exp, executor, results, store, loop.credited(results.all()),
+                             loop.summary()["cost"], bar, loop.poll_interval)
     except KeyboardInterrupt:
         bar.close()
         executor.close()
@@ -195,6 +197,32 @@ def _run_enas(exp, factory, trainer_config: dict, store, workdir: Path) -> int:
     print(f"outputs in {workdir}: best_architecture.json enas_summary.json leaderboard.csv")
     print(f"cost: {summary['cpu_seconds']:.1f} CPU-seconds in one process "
           f"({summary['device']}), wall {time.time() - t0:.0f} s")
+    if exp.final is None:
+        return 0
+    return _enas_final(exp, summary, trainer_config, store, workdir)
+
+
+def _enas_final(exp, summary: dict, trainer_config: dict, store, workdir: Path) -> int:
+    """spec.final after an enas search: its derived architecture's grid and retrain, as
+    child processes like any search's final phase."""
+    from kubenas.controller import FinalPhaseFailed, StoreResultSource
+    from kubenas.enas.local import derived_record, enas_cost
+    from kubenas.local.executor import ProcessExecutor
+    from kubenas.local.report import write_final_outputs
+
+    executor = ProcessExecutor(exp.name, trainer_config, store, workdir, parallelism=exp.parallelism)
+    printer = type("Printer", (), {"write": staticmethod(print)})
+    try:
+        final = _final_phase(exp, executor, StoreResultSource(store), store,
+                             [derived_record(exp.name, summary)], enas_cost(summary), printer)
+    except FinalPhaseFailed as exc:
+        return _err(str(exc))
+    finally:
+        executor.close()
+    for name in write_final_outputs(final, store, workdir):
+        store.put(f"outputs/{name}", (workdir / name).read_bytes())
+    print(f"final phase {cost_line(final['cost']['final'], exp.parallelism, final['phaseSeconds'])}")
+    print(final_line(final))
     return 0
 
 

@@ -34,6 +34,15 @@ def _condition(type_: str, status: str, reason: str, message: str) -> dict:
     return {"type": type_, "status": status, "reason": reason, "message": message[:1000]}
 
 
+def _publish_final(store, final: dict) -> None:
+    """final.json, final_model.pt and final_model.onnx under outputs/."""
+    from kubenas.local.report import write_final_outputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in write_final_outputs(final, store, Path(tmp)):
+            store.put(f"outputs/{name}", (Path(tmp) / name).read_bytes())
+
+
 def publish_outputs(store, results, final=None) -> dict:
     """leaderboard.csv, best_architecture.json, best_model.pt, rewards.png (and with a final
     phase final.json, final_model.pt, final_model.onnx) under outputs/."""
@@ -79,6 +88,8 @@ def run_controller(experiment: str, namespace: str = "default", replica: str = "
     except ContractError as exc:
         return _invalid(experiment, namespace, api_client, str(exc), stop_event, idle_when_done,
                         executor=executor)
+    if exp.strategy == "enas":   # one process trains the shared weights and the policy
+        return _enas_search(executor, factory, stop_event, idle_when_done)
     loop_ref: list = []
     on_event = _on_event(executor, metrics, stop_event, loop_ref)
     opened = _open_search(executor, factory, replica, on_event, poll_interval, stop_event)
@@ -162,7 +173,8 @@ def _search(executor, loop, store, results, replica: str, stop_event: threading.
     summary = loop.summary()
     final = None
     if final_phase:
-        final = _final_phase(executor, loop, store, results, stop_event, poll_interval)
+        final = _final_phase(executor, loop.credited(results.all()), summary["cost"], store,
+                             results, stop_event, poll_interval)
         if final is None:   # stopped, or nothing to ship (the status says which)
             return _idle(stop_event, idle_when_done) if not stop_event.is_set() else 0
     outputs = publish_outputs(store, loop.credited(results.all()), final=final)
@@ -186,8 +198,8 @@ def _done_message(summary: dict, final: Optional[dict], store) -> str:
     return text + f"; outputs in {store.url()}/outputs/"
 
 
-def _final_phase(executor, loop, store, results, stop_event: threading.Event,
-                 poll_interval: float) -> Optional[dict]:
+def _final_phase(executor, records: list, search_cost: dict, store, results,
+                 stop_event: threading.Event, poll_interval: float) -> Optional[dict]:
     """The final phase (spec.final) on the cluster: grid-point and retrain Trials through the
     same executor, the Experiment ``Final`` meanwhile. None: stopped or failed (said on the
     Experiment); resumed from its create-only plans by the next controller."""
@@ -208,7 +220,7 @@ def _final_phase(executor, loop, store, results, stop_event: threading.Event,
     phase = FinalPhase(executor.experiment, executor, results, store, on_event=on_event,
                        poll_interval=poll_interval, stop=stop)
     try:
-        return phase.run(loop.credited(results.all()), loop.summary()["cost"])
+        return phase.run(records, search_cost)
     except FinalPhaseStopped as exc:
         log.info("%s", exc)
     except FinalPhaseFailed as exc:
@@ -216,6 +228,78 @@ def _final_phase(executor, loop, store, results, stop_event: threading.Event,
         write(phase="Failed", message=str(exc), conditions=[
             _condition("Complete", "False", "FinalPhaseFailed", str(exc))])
     return None
+
+
+def _enas_search(executor, factory, stop_event: threading.Event, idle_when_done: bool) -> int:
+    """An ``enas`` Experiment (kubenas.enas): the search in this pod, checkpointed in the
+    store every few steps, so a new pod resumes where a killed one stopped; then the derived
+    architecture's outputs and, with ``spec.final``, its retrain as the final phase."""
+    from kubenas.controller import StoreResultSource
+    from kubenas.enas.local import derived_record, enas_cost, write_outputs
+    from kubenas.enas.search import EnasSearch
+    from kubenas.storage import open_store
+    from kubenas.trainer import TrainerConfig
+
+    exp, write = executor.experiment, executor.write_status
+    store = open_store(exp.storage["url"], endpoint_url=exp.storage.get("endpoint"))
+    progress = _EnasProgress(executor, stop_event, exp.trainer.get("epochs"))
+    search = EnasSearch(factory(), TrainerConfig.from_dict(exp.trainer), store,
+                        max_samples=exp.max_trials, on_step=progress.step)
+    progress.search = search
+    write(phase="Running", policy_version=search.strategy.version, message=progress.says(search.pos),
+          conditions=[_condition("Valid", "True", "SpecValid", "the experiment spec is valid")])
+    log.info("experiment %s/%s: enas %s; searching", executor.namespace, exp.name,
+             f"resumed at {search.pos}" if search.resumed else "from the start")
+    try:
+        summary = search.run()
+    except _Stop:
+        log.info("experiment %s: enas stopped; its checkpoint is in %s", exp.name, store.url())
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        write_outputs(summary, store, Path(tmp))
+    final = None
+    if exp.final is not None:
+        final = _final_phase(executor, [derived_record(exp.name, summary)], enas_cost(summary),
+                             store, StoreResultSource(store), stop_event, 1.0)
+        if final is None:
+            return _idle(stop_event, idle_when_done) if not stop_event.is_set() else 0
+        _publish_final(store, final)
+    write(phase="Succeeded", policy_version=summary["policy_version"],
+          best_reward=summary["val_batch_accuracy"], best_trial=f"{exp.name}-derived",
+          best_architecture=summary["architecture"], final=final,
+          cost={"search": enas_cost(summary), **({"final": final["cost"]["final"]} if final else {})},
+          message=f"enas: {summary['epochs']} epochs, {summary['policy_samples']} policy samples; "
+                  f"derived architecture {summary['op_histogram']} at validation-batch accuracy "
+                  f"{summary['val_batch_accuracy']:.4f}; {summary['cpu_seconds']:.0f} CPU-seconds"
+                  + (f"; final test {final['test']}" if final else "")
+                  + f"; outputs in {store.url()}/outputs/",
+          conditions=[_condition("Complete", "True", "SearchDone", "the enas search finished")])
+    return _idle(stop_event, idle_when_done)
+
+
+class _EnasProgress:
+    """``EnasSearch``'s ``on_step``: the Experiment's status every few seconds, and a stop
+    (the Experiment stopped or deleted, the pod terminating) between steps."""
+
+    def __init__(self, executor, stop_event: threading.Event, epochs) -> None:
+        self.executor, self.stop_event, self.epochs = executor, stop_event, epochs
+        self.search = None
+        self.last = 0.0
+
+    def says(self, pos) -> str:
+        return f"enas: epoch {pos.epoch + 1}/{self.epochs or '?'}, {pos.phase} phase, step {pos.step}"
+
+    def step(self, pos) -> None:
+        if self.stop_event.is_set():
+            raise _Stop()
+        now = time.monotonic()
+        if now - self.last < STATUS_INTERVAL * 5:
+            return
+        self.last = now
+        if self.executor.stop_requested():
+            raise _Stop()
+        self.executor.write_status(phase="Running", message=self.says(pos),
+                                   policy_version=self.search.strategy.version if self.search else None)
 
 
 def _policy_version(loop) -> Optional[int]:

@@ -4,7 +4,10 @@ A pure builder, like the Job builder. The Deployment is owned by its Experiment 
 it), carries ``kubenas.dev/experiment`` (``kubectl get deployments -l kubenas.dev/experiment=X``)
 and is placed by ``spec.controller`` ({replicas, resources, nodeSelector, tolerations,
 affinity}) or the operator's defaults. It is scaled to 0 once the Experiment is finished or
-stopped. The controller's state lives in object storage, so its pods are disposable.
+stopped. The controller's state lives in object storage, so its pods are disposable. An
+``enas`` Experiment's controller trains the shared weights itself: one replica, placed on
+its first worker pool with that pool's resources and GPUs (``in_process_options``), and
+scaled to 0 (its GPU freed) once it has finished.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import hashlib
 import json
 from typing import Any, Mapping, Optional
 
+from kubenas.contracts import names
 from kubenas.experiment import Experiment
 from kubenas.operator import constants as C
-from kubenas.operator.jobs import (common_labels, container_security_context, image_of,
-                                   owner_reference, pod_security_context)
+from kubenas.operator.jobs import (child_resources, common_labels, container_security_context,
+                                   image_of, owner_reference, pod_security_context)
 from kubenas.operator.naming import label_value, shorten
 from kubenas.operator.settings import Settings
 from kubenas.operator.validation import parse_experiment_object
@@ -44,6 +48,8 @@ def build_controller_deployment(experiment: Mapping[str, Any], settings: Setting
     exp = parse_experiment_object(experiment, settings)
     ns = experiment["metadata"].get("namespace")
     opts = ExperimentView.of(experiment).controller_options
+    if exp.strategy in names.IN_PROCESS_STRATEGIES:
+        opts = in_process_options(exp, opts)
     if replicas is None:
         replicas = int(opts.get("replicas", settings.controller_replicas))
     pod_labels = {**common_labels(exp.name, "controller"), **settings.controller_labels,
@@ -63,6 +69,18 @@ def build_controller_deployment(experiment: Mapping[str, Any], settings: Setting
                  "selector": {"matchLabels": controller_selector(exp.name)},
                  "template": template},
     }
+
+
+def in_process_options(exp: Experiment, opts: Mapping[str, Any]) -> dict:
+    """An ``enas`` Experiment's controller *is* its search: one pod, on its first worker
+    pool's nodes, with that pool's resources (GPUs: ``gpusPerTrial``), unless
+    ``spec.controller`` places it otherwise."""
+    pool = exp.worker_pools[0]
+    placed = {"nodeSelector": dict(pool.node_selector or {}),
+              "tolerations": copy.deepcopy(list(pool.tolerations or [])),
+              "affinity": copy.deepcopy(dict(pool.affinity or {})),
+              "resources": child_resources(pool)}
+    return {**{k: v for k, v in placed.items() if v}, **opts, "replicas": 1}
 
 
 def controller_env(exp: Experiment, ns: Optional[str], settings: Settings) -> list:

@@ -16,7 +16,7 @@ import re
 from fnmatch import fnmatchcase
 from typing import Any, Mapping, Optional
 
-from kubenas.contracts import Architecture, ContractError, names
+from kubenas.contracts import Architecture, ContractError
 from kubenas.experiment import API_VERSION as EXP_API_VERSION
 from kubenas.experiment import KIND as EXP_KIND
 from kubenas.experiment import Experiment, WorkerPool, parse_experiment
@@ -107,10 +107,6 @@ def parse_experiment_object(obj: Mapping[str, Any], settings: Optional[Settings]
     if not exp.worker_pools:
         raise ContractError("spec.workerPools: at least one worker pool is needed in a cluster "
                             "(the operator has no default pools either)")
-    if exp.strategy in names.LOCAL_ONLY_STRATEGIES:
-        raise ContractError(f"spec.search.strategy: {exp.strategy!r} runs with `kubenas run` "
-                            "only for now (one process trains the shared weights and the "
-                            "policy); its cluster path, one Job per Experiment, is not built")
     url = exp.storage.get("url")
     if not isinstance(url, str) or not url.startswith("s3://") or len(url) <= len("s3://"):
         raise ContractError(

@@ -9,9 +9,10 @@ SPACES = ("cnn", "rnn_cell", "nasbench201", "enas_macro")
 # enas: one process trains a shared-weight supernet and the policy in turn (kubenas.enas),
 # not one child per trial.
 STRATEGIES = ("reinforce", "random", "evolution", "enas")
-# Strategies with no cluster path yet (an ``enas`` Experiment as one Job is not built): the
-# operator refuses them with a condition instead of running them as per-child searches.
-LOCAL_ONLY_STRATEGIES = ("enas",)
+# Strategies that train in one process instead of one child per trial: in a cluster their
+# controller pod is the search, placed on a worker pool with its GPUs (the operator's
+# controller_deployment), not a scheduler of Trials.
+IN_PROCESS_STRATEGIES = ("enas",)
 DATASETS = ("digits", "fashion_mnist", "cifar10", "ptb")
 # Spaces whose children the final phase (spec.final) can grid-search, retrain and test
 # (enas_macro: an ``enas`` search's derived architecture, as a standalone network).

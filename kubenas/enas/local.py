@@ -14,6 +14,7 @@ import io
 import json
 from pathlib import Path
 
+from kubenas.contracts import Architecture, ResultRecord
 from kubenas.enas.search import EnasSearch
 from kubenas.storage import ObjectStore
 from kubenas.trainer import TrainerConfig
@@ -30,6 +31,21 @@ def run_local(exp, strategy_factory, trainer_config: dict, store: ObjectStore,
     summary = search.run()
     write_outputs(summary, store, workdir)
     return summary
+
+
+def derived_record(experiment: str, summary: dict) -> ResultRecord:
+    """The search's outcome as the final phase reads a search (``FinalPhase.run``): one
+    succeeded result, the derived architecture, rewarded with its validation-batch accuracy."""
+    return ResultRecord(experiment=experiment, trial_id=f"{experiment}-derived",
+                        architecture=Architecture.from_dict(summary["architecture"]),
+                        status="succeeded", reward=float(summary["val_batch_accuracy"]))
+
+
+def enas_cost(summary: dict) -> dict:
+    """The search's cost in the totals' form: no trials, its process's CPU-seconds (on a GPU
+    too: the search measures CPU time only)."""
+    return {"trials": 0, "cpuSeconds": float(summary["cpu_seconds"]), "gpuSeconds": 0.0,
+            "withoutCost": 0}
 
 
 def write_outputs(summary: dict, store: ObjectStore, workdir: Path) -> None:

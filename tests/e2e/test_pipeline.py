@@ -538,6 +538,58 @@ def test_an_experiment_runs_through_the_final_phase_to_a_tested_model(kubenas):
     assert kubenas.applied_count("shipit") == n
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_an_enas_experiment_is_one_pod_on_a_gpu_pool_that_resumes_and_retrains(kubenas):
+    """strategy enas in the cluster (issue 13): the controller pod trains the shared weights
+    and the policy itself, placed on the first pool with its GPU; killed mid-search, the next
+    pod resumes from the checkpoint in S3; the derived architecture goes through the final
+    phase as Trials; the pod is scaled away once done (its GPU freed)."""
+    pools = [pool("pool-a", gpus=1, max_in_flight=1), pool("pool-b", gpus=1, max_in_flight=1)]
+    spec = digits_spec(1000, pools, final={"grid": {"learningRate": [0.1]}, "epochs": 2})
+    spec["search"] = {"space": "enas_macro", "strategy": "enas", "seed": 0,
+                      "spaceOptions": {"layers": 2, "channels": 8, "poolingAt": [1],
+                                       "ops": ["conv3x3", "maxpool3x3"]},
+                      "strategyOptions": {"controllerSteps": 3, "deriveSamples": 2,
+                                          "checkpointEvery": 2}}
+    spec["trainer"] = {"dataset": {"name": "digits"}, "epochs": 3, "batchSize": 32,
+                       "numThreads": 1}
+    kubenas.start_operator()
+    run = Run(kubenas, "oneshot", spec)
+    try:
+        [dep] = run.wait(lambda: kubenas.list("deployments", "kubenas.dev/experiment=oneshot") or None,
+                         60, "the enas controller Deployment")
+        pod_spec = dep["spec"]["template"]["spec"]
+        assert pod_spec["nodeSelector"] == {"kubenas.dev/pool": "pool-a"}
+        assert pod_spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        run.wait(lambda: run.store.exists("enas/checkpoint.pt"), 240, "the first enas checkpoint")
+        first = run.wait(run.running_controller, 30, "the controller pod running")
+        kubenas.kubectl("delete", "pod", first, "--grace-period=0", "--force", "--wait=false")
+        run.fault(f"killed controller pod {first} after its first checkpoint")
+        second = run.wait(lambda: run.running_controller(not_named={first}), 90,
+                          "a new controller pod")
+        follower = kubenas.follow_logs(CONTROLLER)
+        run.wait(lambda: follower.poll() or second in follower._threads, 60, f"following {second}")
+        run.wait(lambda: run.status().get("phase") == "Succeeded", 420, "experiment oneshot Succeeded")
+    finally:
+        run.stop()
+    assert "enas resumed at Position(" in follower.logs(second)
+    status = run.status()
+    summary = json.loads(run.store.get("outputs/enas_summary.json"))
+    assert status["policyVersion"] == summary["policy_version"] > 0
+    assert status["bestTrial"] == "oneshot-derived"
+    assert status["bestReward"] == pytest.approx(summary["val_batch_accuracy"])
+    final = json.loads(run.store.get("outputs/final.json"))
+    assert final["architecture"] == json.loads(run.store.get("outputs/best_architecture.json"))
+    assert status["testMetric"] == pytest.approx(final["test"]["accuracy"])
+    assert run.store.get("outputs/final_model.pt")
+    # no Trial per child: only the final phase's grid point and retrain
+    stages = sorted(t["metadata"]["labels"]["kubenas.dev/stage"] for t in kubenas.list("trials"))
+    assert stages == ["final", "grid"], stages
+    run.wait(lambda: kubenas.list("deployments", "kubenas.dev/experiment=oneshot")[0]["spec"]["replicas"] == 0,
+             60, "the controller Deployment scaled to 0")
+
+
 GATE = "kubenas.dev/e2e-gate"
 
 

@@ -45,3 +45,24 @@ def test_run_writes_the_derived_architecture_and_resumes(tmp_path, capsys):
 
 def test_the_fashion_example_is_valid():
     assert main(["run", str(REPO / "examples" / "enas-fashion.yaml"), "--dry-run"]) == 0
+
+
+def test_an_enas_search_with_a_final_phase_retrains_its_derived_architecture(tmp_path, capsys):
+    """spec.final after enas: the derived architecture, as a standalone network, is grid
+    searched and retrained by the normal child trainer (child processes), tested once."""
+    doc = json.loads(json.dumps(DOC))
+    doc["metadata"]["name"] = "enas-final"
+    doc["spec"]["final"] = {"grid": {"learningRate": [0.05, 0.1]}, "epochs": 2}
+    path = tmp_path / "enas.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    work = tmp_path / "work"
+    assert main(["run", str(path), "--workdir", str(work), "--no-progress"]) == 0
+    assert "final: test accuracy" in capsys.readouterr().out
+    derived = json.loads((work / "best_architecture.json").read_text())
+    final = json.loads((work / "final.json").read_text())
+    assert final["architecture"] == derived and final["searchTrial"] == "enas-final-derived"
+    assert [g["status"] for g in final["grid"]] == ["succeeded"] * 2
+    assert final["test"]["evaluations"] == 1 and 0 < final["test"]["accuracy"] <= 1
+    assert final["parameters"] > 0 and (work / "final_model.pt").stat().st_size > 0
+    assert (work / "store" / "outputs" / "final.json").exists()
+    assert final["cost"]["search"]["trials"] == 0 and final["cost"]["final"]["trials"] == 3

@@ -164,10 +164,10 @@ def test_without_an_explicit_url_the_experiment_gets_its_own_prefix_and_passes()
         "s3://kubenas/experiments/team-a/exp1/0a1b2c3d-0000-4000-8000-000000000001")
 
 
-def test_a_strategy_without_a_cluster_path_is_refused_naming_the_field():
-    exp = experiment(search={"space": "enas_macro", "strategy": "enas", "seed": 0})
-    with pytest.raises(ContractError, match=r"^spec\.search\.strategy: 'enas' runs with `kubenas run` only"):
-        parse_experiment_object(exp, Settings())
+def test_an_enas_experiment_is_accepted_for_the_cluster():
+    exp = parse_experiment_object(experiment(search={"space": "enas_macro", "strategy": "enas",
+                                                     "seed": 0}), Settings())
+    assert (exp.space, exp.strategy) == ("enas_macro", "enas")
 
 
 def test_a_final_phase_is_parsed_with_its_defaults_for_the_cluster_controller():
@@ -176,3 +176,22 @@ def test_a_final_phase_is_parsed_with_its_defaults_for_the_cluster_controller():
     assert set(exp.final["grid"]) == {"learningRate", "weightDecay", "bnEpsilon", "lrDecayEpoch"}
     with pytest.raises(ContractError, match=r"^spec\.final\.topK: "):
         parse_experiment_object(experiment(final={"topK": 0}), Settings())
+
+
+def test_an_enas_experiments_controller_is_one_pod_on_its_first_pool_with_its_gpus():
+    exp = experiment(search={"space": "enas_macro", "strategy": "enas", "seed": 0},
+                     controller={"replicas": 2})
+    pod = build_controller_deployment(exp, Settings())["spec"]
+    assert pod["replicas"] == 1                       # the search is one process
+    spec = pod["template"]["spec"]
+    assert spec["nodeSelector"] == {"kubenas.dev/pool": "pool-a"}
+    assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert spec["containers"][0]["resources"] == {
+        "requests": {"cpu": "500m", "memory": "256Mi"},
+        "limits": {"memory": "256Mi", "nvidia.com/gpu": "1"}}
+    # spec.controller still places it where it says
+    moved = experiment(search={"space": "enas_macro", "strategy": "enas", "seed": 0},
+                       controller={"nodeSelector": {"kubenas.dev/pool": "big-gpu"}})
+    spec = build_controller_deployment(moved, Settings())["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"kubenas.dev/pool": "big-gpu"}
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
