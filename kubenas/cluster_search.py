@@ -110,7 +110,7 @@ def _on_event(executor, metrics, stop_event: threading.Event, loop_ref: list):
         loop = loop_ref[0] if loop_ref else None  # None while the loop is being constructed
         if loop and e.kind == "applied" and now - last_status[0] > STATUS_INTERVAL:
             last_status[0] = now
-            executor.write_status(phase="Running", summary=loop.summary(),
+            executor.write_status(phase="Searching", summary=loop.summary(),
                                   policy_version=_policy_version(loop))
     return on_event
 
@@ -152,7 +152,7 @@ def _search(executor, loop, store, results, replica: str, stop_event: threading.
     write, experiment = executor.write_status, executor.experiment_name
     owner = (loop.state.get("owner") or {}).get("uid")
     final_phase = executor.experiment.final is not None
-    write(phase="Final" if final_phase and loop.done() else "Running", summary=loop.summary(), conditions=[
+    write(phase="Final" if final_phase and loop.done() else "Searching", summary=loop.summary(), conditions=[
         _condition("Valid", "True", "SpecValid", "the experiment spec is valid"),
         _condition("StateOwner", "True", "OwnState",
                    f"the controller state in {store.url()} is this Experiment's (uid {owner})")])
@@ -246,7 +246,7 @@ def _enas_search(executor, factory, stop_event: threading.Event, idle_when_done:
     search = EnasSearch(factory(), TrainerConfig.from_dict(exp.trainer), store,
                         max_samples=exp.max_trials, on_step=progress.step)
     progress.search = search
-    write(phase="Running", policy_version=search.strategy.version, message=progress.says(search.pos),
+    write(phase="Searching", policy_version=search.strategy.version, message=progress.says(search.pos),
           conditions=[_condition("Valid", "True", "SpecValid", "the experiment spec is valid")])
     log.info("experiment %s/%s: enas %s; searching", executor.namespace, exp.name,
              f"resumed at {search.pos}" if search.resumed else "from the start")
@@ -298,7 +298,7 @@ class _EnasProgress:
         self.last = now
         if self.executor.stop_requested():
             raise _Stop()
-        self.executor.write_status(phase="Running", message=self.says(pos),
+        self.executor.write_status(phase="Searching", message=self.says(pos),
                                    policy_version=self.search.strategy.version if self.search else None)
 
 

@@ -36,10 +36,11 @@ TRIAL_PENDING, TRIAL_RUNNING, TRIAL_SUCCEEDED, TRIAL_FAILED = (
 TRIAL_PHASES = (TRIAL_PENDING, TRIAL_RUNNING, TRIAL_SUCCEEDED, TRIAL_FAILED)
 TRIAL_TERMINAL = (TRIAL_SUCCEEDED, TRIAL_FAILED)
 
-EXP_PENDING, EXP_RUNNING, EXP_FINAL, EXP_SUCCEEDED, EXP_FAILED, EXP_STOPPED = (
-    "Pending", "Running", "Final", "Succeeded", "Failed", "Stopped")
-# Running: searching; Final: the final phase (spec.final) after the search's budget
-EXPERIMENT_PHASES = (EXP_PENDING, EXP_RUNNING, EXP_FINAL, EXP_SUCCEEDED, EXP_FAILED, EXP_STOPPED)
+EXP_PENDING, EXP_SEARCHING, EXP_FINAL, EXP_SUCCEEDED, EXP_FAILED, EXP_STOPPED = (
+    "Pending", "Searching", "Final", "Succeeded", "Failed", "Stopped")
+# Searching: the search (Trials, or an in-process enas search); Final: the final phase
+# (spec.final) after the search's budget
+EXPERIMENT_PHASES = (EXP_PENDING, EXP_SEARCHING, EXP_FINAL, EXP_SUCCEEDED, EXP_FAILED, EXP_STOPPED)
 EXPERIMENT_TERMINAL = (EXP_SUCCEEDED, EXP_FAILED, EXP_STOPPED)
 
 # What the child needs in its container.

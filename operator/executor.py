@@ -4,7 +4,7 @@
     ex.free_slots()            # sum over pools of maxInFlight - unfinished Trials in the pool
                                # (a watch of the Experiment's Trials + this executor's submissions)
     ex.submit(TrialRequest(trial_id="quickstart-00000", architecture=arch))
-    write_experiment_status(ex.kube, "nas", "quickstart", phase="Running", summary=loop.summary())
+    write_experiment_status(ex.kube, "nas", "quickstart", phase="Searching", summary=loop.summary())
 
 The operator turns Trials into Jobs; results come back through object storage
 (``kubenas.controller.results.StoreResultSource``), never through the API server.
@@ -350,7 +350,7 @@ def write_experiment_status(kube_or_client: Any, namespace: str, name: str, *,
     """Write an Experiment's status from the controller process (read-modify-write guarded by
     resourceVersion, retried on conflict, so the operator's writes are never lost).
 
-    * ``phase``: Pending | Running | Succeeded | Failed | Stopped. A terminal phase is kept
+    * ``phase``: Pending | Searching | Final | Succeeded | Failed | Stopped. A terminal phase is kept
       (a later non-terminal write is ignored) unless ``force_phase``; startTime and
       completionTime are set with it.
     * ``best_*`` / ``summary`` (``SearchLoop.summary()``: bestReward, bestTrial,
@@ -410,7 +410,7 @@ def _set_phase(new: dict, old: Mapping, phase: Optional[str], force: bool, what:
         log.info("experiment %s is %s; not moving it to %s", what, old.get("phase"), phase)
         return
     new["phase"] = phase
-    if phase == C.EXP_RUNNING:
+    if phase == C.EXP_SEARCHING:
         new.setdefault("startTime", now_iso())
     if phase in C.EXPERIMENT_TERMINAL:
         new["completionTime"] = now_iso()

@@ -517,7 +517,7 @@ def test_an_experiment_runs_through_the_final_phase_to_a_tested_model(kubenas):
         run.wait(succeeded, 400, "experiment shipit Succeeded")
     finally:
         run.stop()
-    assert phases[-3:] == ["Running", "Final", "Succeeded"], phases
+    assert phases[-3:] == ["Searching", "Final", "Succeeded"], phases
     status = run.status()
     store = run.store
     final = json.loads(store.get("outputs/final.json"))

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     ex = KubernetesExecutor(args.experiment, args.namespace)
     exp = ex.experiment
     store = open_store(exp.storage["url"], endpoint_url=exp.storage.get("endpoint"))
-    ex.write_status(phase="Running", conditions=[{"type": "Valid", "status": "True",
+    ex.write_status(phase="Searching", conditions=[{"type": "Valid", "status": "True",
                                                   "reason": "SpecValid", "message": "fake"}])
     arch = Architecture.from_dict({"space": "cnn", "spec": {"layers": [
         {"name": "layer_1", "type": "conv", "inputs": ["input"], "filter_height": 3,

@@ -320,7 +320,7 @@ def test_finished_or_stopped_experiment_stops_its_running_trials(env, operator):
     assert env.wait_phase("exp1-00001", "Failed")["status"]["reason"] == "ExperimentStopped"
     assert job_name("exp1-00001") not in {j["metadata"]["name"] for j in env.jobs()}
     # the terminal phase is kept
-    write_experiment_status(env.api_client, env.ns, "exp1", phase="Running")
+    write_experiment_status(env.api_client, env.ns, "exp1", phase="Searching")
     assert env.experiment("exp1")["status"]["phase"] == "Succeeded"
 
 
@@ -390,13 +390,13 @@ def test_executor_submits_trials_and_counts_slots(env, operator):
     assert ex.free_slots() == 3
     assert len(env.jobs()) == 4
     assert ex.stop_requested() is None
-    out = ex.write_status(phase="Running", policy_version=7,
+    out = ex.write_status(phase="Searching", policy_version=7,
                           summary={"bestReward": 0.9, "bestTrial": "exp1-00003",
                                    "bestArchitecture": CNN_ARCH},
                           conditions=[{"type": "ControllerReady", "status": "True",
                                        "reason": "Resumed", "message": "4 samples"}])
     st = out["status"]
-    assert st["phase"] == "Running" and st["policyVersion"] == 7 and st["startTime"]
+    assert st["phase"] == "Searching" and st["policyVersion"] == 7 and st["startTime"]
     assert (st["bestReward"], st["bestTrial"]) == (0.9, "exp1-00003")
     assert st["bestArchitecture"]["space"] == "cnn"
     # the best only improves (the operator writes it from Trials too; both converge)

@@ -172,7 +172,7 @@ def test_transient_api_errors_are_ridden_out(fake):
     fake.fail["get"] = [TransportError("reset")]
     assert ex.stop_requested() is None
     fake.fail["merge_patch"] = [KubeError(503, "ServiceUnavailable")]
-    assert ex.write_status(phase="Running")["status"]["phase"] == "Running"
+    assert ex.write_status(phase="Searching")["status"]["phase"] == "Searching"
     assert len(sleeps) == 6
 
 
@@ -239,8 +239,8 @@ def test_status_of_reads_one_trial(fake):
 def test_write_status_rereads_and_redoes_on_conflict(fake):
     ex, sleeps = make(fake)
     fake.fail["merge_patch"] = [KubeError(409, "Conflict", "the object has been modified")]
-    out = ex.write_status(phase="Running", best_reward=0.5, best_trial="exp1-00003")
-    assert out["status"]["phase"] == "Running" and out["status"]["bestReward"] == 0.5
+    out = ex.write_status(phase="Searching", best_reward=0.5, best_trial="exp1-00003")
+    assert out["status"]["phase"] == "Searching" and out["status"]["bestReward"] == 0.5
     assert len(sleeps) == 1 and 0.1 <= sleeps[0] <= 0.2
     assert ex.write_status(best_reward=0.2, best_trial="exp1-00001")["status"]["bestTrial"] == "exp1-00003"
 
