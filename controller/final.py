@@ -25,6 +25,7 @@ from typing import Callable, Container, Optional
 
 from kubenas.contracts import (Architecture, Executor, ResultRecord, ResultSource, TrialRefused,
                                TrialRequest, names, result_key)
+from kubenas.contracts import names
 from kubenas.contracts.result import cost_totals
 from kubenas.experiment import Experiment
 from kubenas.storage import AlreadyExists, NotFound, ObjectStore
@@ -63,7 +64,7 @@ def top_k(records: list[ResultRecord], k: int) -> list[ResultRecord]:
 
 
 def _size_settings(space: str, size) -> dict:
-    if space == "rnn_cell":
+    if space in names.LM_SPACES:
         return {"hiddenSize": size, "embeddingSize": size}
     return {"widthMultiplier": size}
 

@@ -192,7 +192,7 @@ def _run_enas(exp, factory, trainer_config: dict, store, workdir: Path) -> int:
         print("\ninterrupted: the last checkpoint is saved; run the same command again to resume",
               file=sys.stderr)
         return 130
-    print(json.dumps({k: summary[k] for k in ("val_batch_accuracy", "op_histogram", "epochs",
+    print(json.dumps({k: summary[k] for k in ("val_batch_reward", "op_histogram", "epochs",
                                                "policy_samples", "cpu_seconds")}, indent=1))
     print(f"outputs in {workdir}: best_architecture.json enas_summary.json leaderboard.csv")
     print(f"cost: {summary['cpu_seconds']:.1f} CPU-seconds in one process "

@@ -238,12 +238,11 @@ def _enas_search(executor, factory, stop_event: threading.Event, idle_when_done:
     from kubenas.enas.local import derived_record, enas_cost, write_outputs
     from kubenas.enas.search import EnasSearch
     from kubenas.storage import open_store
-    from kubenas.trainer import TrainerConfig
 
     exp, write = executor.experiment, executor.write_status
     store = open_store(exp.storage["url"], endpoint_url=exp.storage.get("endpoint"))
     progress = _EnasProgress(executor, stop_event, exp.trainer.get("epochs"))
-    search = EnasSearch(factory(), TrainerConfig.from_dict(exp.trainer), store,
+    search = EnasSearch(factory(), exp.trainer, store,
                         max_samples=exp.max_trials, on_step=progress.step)
     progress.search = search
     write(phase="Searching", policy_version=search.strategy.version, message=progress.says(search.pos),
@@ -265,12 +264,12 @@ def _enas_search(executor, factory, stop_event: threading.Event, idle_when_done:
             return _idle(stop_event, idle_when_done) if not stop_event.is_set() else 0
         _publish_final(store, final)
     write(phase="Succeeded", policy_version=summary["policy_version"],
-          best_reward=summary["val_batch_accuracy"], best_trial=f"{exp.name}-derived",
+          best_reward=summary["val_batch_reward"], best_trial=f"{exp.name}-derived",
           best_architecture=summary["architecture"], final=final,
           cost={"search": enas_cost(summary), **({"final": final["cost"]["final"]} if final else {})},
           message=f"enas: {summary['epochs']} epochs, {summary['policy_samples']} policy samples; "
-                  f"derived architecture {summary['op_histogram']} at validation-batch accuracy "
-                  f"{summary['val_batch_accuracy']:.4f}; {summary['cpu_seconds']:.0f} CPU-seconds"
+                  f"derived architecture {summary['op_histogram']} at validation-batch "
+                  f"{summary['val_batch_reward']:.4f}; {summary['cpu_seconds']:.0f} CPU-seconds"
                   + (f"; final test {final['test']}" if final else "")
                   + f"; outputs in {store.url()}/outputs/",
           conditions=[_condition("Complete", "True", "SearchDone", "the enas search finished")])

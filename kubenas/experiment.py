@@ -321,7 +321,7 @@ TRAIN_ON = ("train", "train+validation")
 _FINAL_KEYS = ("topK", "grid", "epochs", "trainOn", "sizes")
 # The search schedule's epochs when spec.trainer names none (TrainerConfig's and LMConfig's
 # defaults; tests/kubenas/test_final_spec.py holds them equal).
-SEARCH_EPOCHS_DEFAULT = {"cnn": 5, "rnn_cell": 4, "enas_macro": 5}
+SEARCH_EPOCHS_DEFAULT = {"cnn": 5, "rnn_cell": 4, "enas_macro": 5, "enas_rnn": 4}
 # Grid axes per space: trainer keys -> (integer?, minimum, maximum, minimum exclusive).
 _IMAGE_AXES = {"learningRate": (False, 0, 1000, True), "weightDecay": (False, 0, 1, False),
                "lrDecayEpoch": (True, 1, MAX_FINAL_EPOCHS, False),
@@ -335,6 +335,7 @@ _GRID_AXES = {
                  "lrDecayEpoch": (True, 1, MAX_FINAL_EPOCHS, False),
                  "weightDecay": (False, 0, 1, False), "clipNorm": (False, 0, 100, True)},
 }
+_GRID_AXES["enas_rnn"] = _GRID_AXES["rnn_cell"]   # the same language model around its cell
 # The paper names the axes, not their values (§4.1: learning rate, weight decay, batch-norm
 # epsilon, LR-decay epoch; §4.2: learning rate, weight initialisation, dropout, decay epoch):
 # two values each around the trainers' defaults; lrDecayEpoch from the search's epochs.
@@ -343,6 +344,7 @@ _DEFAULT_GRID = {"cnn": {"learningRate": [0.05, 0.1], "weightDecay": [1e-4, 5e-4
                  "enas_macro": {"learningRate": [0.05, 0.1], "weightDecay": [1e-4, 5e-4]},
                  "rnn_cell": {"learningRate": [10.0, 20.0], "initRange": [0.05, 0.1],
                               "dropout": [0.1, 0.3]}}
+_DEFAULT_GRID["enas_rnn"] = _DEFAULT_GRID["rnn_cell"]
 
 
 def search_epochs(space: str, trainer: dict) -> int:
@@ -390,7 +392,7 @@ def _sizes(value: Any, space: str, where: str) -> list:
     F.require(not sizes or space != "enas_macro", where,
               "the enas_macro child has no width to scale; leave sizes out")
     for i, v in enumerate(sizes):
-        if space == "rnn_cell":   # hidden sizes
+        if space in names.LM_SPACES:   # hidden sizes
             F.integer(v, F.item(where, i), 1, 65_536)
         else:                     # width multipliers of every conv layer's filters
             F.number(v, F.item(where, i), minimum=0, maximum=16, min_exclusive=True)

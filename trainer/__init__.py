@@ -12,7 +12,9 @@ importing this package loads nothing heavy; torch comes in with the names below:
                  cache_dir=None)                             the data
     build_supernet, Batches, cosine_lr, path_accuracy, train_epoch_part, make_optimizer,
     resolve_device                                           what the one-process ENAS search
-                                                             (kubenas.enas) trains with
+                                                             (kubenas.enas) trains with; on
+    build_lm_supernet, TokenWindows, lm_path_reward,         the recurrent space (enas_rnn)
+    train_lm_part, load_ptb, LMConfig                        and Penn Treebank
 """
 
 from kubenas.surface import lazy_surface
@@ -28,6 +30,12 @@ SURFACE = {
     "cosine_lr": "enas.shared:cosine_lr",
     "path_accuracy": "enas.shared:path_accuracy",
     "train_epoch_part": "enas.shared:train_epoch_part",
+    "build_lm_supernet": "builders.language_model:build_lm_supernet",
+    "TokenWindows": "enas.language:TokenWindows",
+    "lm_path_reward": "enas.language:lm_path_reward",
+    "train_lm_part": "enas.language:train_lm_part",
+    "load_ptb": "data.ptb:load_ptb",
+    "LMConfig": "lm_config:LMConfig",
     "make_optimizer": "train:make_optimizer",
     "resolve_device": "train:resolve_device",
 }

@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 
-from kubenas.contracts import Architecture, EpochMetrics, ResultRecord, result_key
+from kubenas.contracts import Architecture, EpochMetrics, ResultRecord, names, result_key
 from kubenas.storage import AlreadyExists, NotFound, ObjectStore, StorageError
 from kubenas.trainer.builders import cnn as cnn_builder
 from kubenas.trainer.config import TrainerConfig, require_image_dataset
@@ -245,7 +245,7 @@ def train_child(trial_id: str, experiment: str,
         rest = {k: v for k, v in trainer_config.items() if k != FINAL_RUN_KEY}
         return train_final_child(trial_id, experiment, architecture, rest,
                                  trainer_config[FINAL_RUN_KEY], store, cache_dir)
-    if architecture.space == "rnn_cell":
+    if architecture.space in names.LM_SPACES:
         try:
             from kubenas.trainer.lm_child import train_language_model
         except ImportError as exc:

@@ -40,6 +40,7 @@ from typing import Any, Mapping, Optional, Union
 
 from kubenas.contracts import ContractError
 from kubenas.contracts import fields as F
+from kubenas.contracts import names
 from kubenas.contracts.names import DATASETS
 LR_SCHEDULES = ("cosine", "step", "constant")
 
@@ -233,7 +234,7 @@ def validate_trainer_config(d: Optional[Mapping], space: str = "cnn",
     language model's own config (``kubenas.trainer.lm_config.LMConfig``, imported lazily)."""
     if d is None:
         d = {}
-    if space == "rnn_cell":
+    if space in names.LM_SPACES:
         try:
             from kubenas.trainer.lm_config import LMConfig
         except ImportError as exc:

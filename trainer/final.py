@@ -104,7 +104,7 @@ def train_final_child(trial_id: str, experiment: str, architecture: Architecture
     if architecture.space not in names.FINAL_SPACES:
         raise ContractError(f"trainer.finalRun: the final retrain is implemented for the "
                             f"{' and '.join(names.FINAL_SPACES)} spaces, not {architecture.space!r}")
-    lm = architecture.space == "rnn_cell"
+    lm = architecture.space in names.LM_SPACES
     settings = dict(trainer_config, saveModel=True)
     config = lm_config(settings) if lm else TrainerConfig.from_dict(settings)
     train = train_lm if lm else train_cnn

@@ -17,6 +17,7 @@ from kubenas.contracts import ContractError
 from kubenas.controller.spaces.base import Action, Decision, SearchSpace
 from kubenas.controller.spaces.cnn import CnnSpace
 from kubenas.controller.spaces.enas_macro import EnasMacroSpace
+from kubenas.controller.spaces.enas_rnn import EnasRnnSpace
 from kubenas.controller.spaces.nasbench201 import NasBench201Space
 from kubenas.controller.spaces.rnn_cell import RnnCellSpace
 
@@ -26,6 +27,7 @@ SPACES: dict[str, Callable[..., SearchSpace]] = {
     "rnn_cell": RnnCellSpace,
     "nasbench201": NasBench201Space,
     "enas_macro": EnasMacroSpace,
+    "enas_rnn": EnasRnnSpace,
 }
 
 
@@ -40,4 +42,4 @@ def make_space(name: str, options: Optional[Mapping] = None, *,
     return SPACES[name](options, where=where)
 
 
-__all__ = ["Action", "CnnSpace", "Decision", "EnasMacroSpace", "RnnCellSpace", "SPACES", "SearchSpace", "make_space"]
+__all__ = ["Action", "CnnSpace", "Decision", "EnasMacroSpace", "EnasRnnSpace", "RnnCellSpace", "SPACES", "SearchSpace", "make_space"]

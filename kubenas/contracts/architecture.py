@@ -40,6 +40,12 @@ ENAS macro spec (Pham et al. 2018): {"channels": 16, "pooling_at": [2, 4],
     added to its output (kubenas.controller.spaces.enas_macro); ops from ``ENAS_OPS``; a
     fixed 2x2 max-pool follows every layer number in ``pooling_at``.
 
+ENAS recurrent cell spec (Pham et al. 2018, §2.2): {"nodes": [{"name": "node_1",
+    "activation": "tanh"}, {"name": "node_2", "input": "node_1", "activation": "relu"}, ...]}
+    Node 1 reads x_t and h_{t-1}; node k > 1 reads the earlier node ``input``; activations
+    from ``ENAS_RNN_ACTIVATIONS``; h_t is the mean of the nodes no other node reads
+    (kubenas.controller.spaces.enas_rnn).
+
 NAS-Bench-201 spec: {"edges": {"1<-0": "conv_3x3", "2<-0": ..., "2<-1": ..., "3<-0": ...,
     "3<-1": ..., "3<-2": ...}} with ops from ``NB201_OPS``.
 """
@@ -63,6 +69,8 @@ RNN_COMBINES = ("add", "elem_mult", "max")
 RNN_ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu", "sin")
 NB201_OPS = ("none", "skip_connect", "conv_1x1", "conv_3x3", "avg_pool_3x3")
 NB201_EDGES = ("1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2")
+# ENAS recurrent cell activations (Pham et al. 2018, §2.2).
+ENAS_RNN_ACTIVATIONS = ("tanh", "relu", "identity", "sigmoid")
 # ENAS macro space ops (Pham et al. 2018): every one keeps channels and spatial size.
 ENAS_OPS = ("conv3x3", "conv5x5", "sep_conv3x3", "sep_conv5x5", "maxpool3x3", "avgpool3x3")
 
@@ -209,5 +217,24 @@ def validate_enas_macro(spec: Mapping, where: str) -> None:
                 f"must be distinct names of earlier layers, got {skips!r}")
 
 
+def validate_enas_rnn(spec: Mapping, where: str) -> None:
+    nodes = spec.get("nodes")
+    require(isinstance(nodes, list) and nodes, f"{where}.nodes", "must be a non-empty list")
+    for i, node in enumerate(nodes):
+        w = f"{where}.nodes[{i}]"
+        require(isinstance(node, Mapping), w, "must be a mapping")
+        require(node.get("name") == f"node_{i + 1}", f"{w}.name",
+                f"must be 'node_{i + 1}', got {node.get('name')!r}")
+        require(node.get("activation") in ENAS_RNN_ACTIVATIONS, f"{w}.activation",
+                f"must be one of {list(ENAS_RNN_ACTIVATIONS)}, got {node.get('activation')!r}")
+        earlier = [f"node_{j + 1}" for j in range(i)]
+        if i == 0:
+            require("input" not in node, f"{w}.input", "node_1 reads x_t and h_{t-1}; no input")
+        else:
+            require(node.get("input") in earlier, f"{w}.input",
+                    f"must name an earlier node ({', '.join(earlier)}), got {node.get('input')!r}")
+
+
 VALIDATORS = {"cnn": validate_cnn, "rnn_cell": validate_rnn_cell,
-              "nasbench201": validate_nasbench201, "enas_macro": validate_enas_macro}
+              "nasbench201": validate_nasbench201, "enas_macro": validate_enas_macro,
+              "enas_rnn": validate_enas_rnn}

@@ -5,7 +5,7 @@ and the registries (``kubenas.controller.spaces.SPACES``,
 against (tests/kubenas/test_crd_agrees.py). Stdlib only, so the operator can read it without torch.
 """
 
-SPACES = ("cnn", "rnn_cell", "nasbench201", "enas_macro")
+SPACES = ("cnn", "rnn_cell", "nasbench201", "enas_macro", "enas_rnn")
 # enas: one process trains a shared-weight supernet and the policy in turn (kubenas.enas),
 # not one child per trial.
 STRATEGIES = ("reinforce", "random", "evolution", "enas")
@@ -15,8 +15,11 @@ STRATEGIES = ("reinforce", "random", "evolution", "enas")
 IN_PROCESS_STRATEGIES = ("enas",)
 DATASETS = ("digits", "fashion_mnist", "cifar10", "ptb")
 # Spaces whose children the final phase (spec.final) can grid-search, retrain and test
-# (enas_macro: an ``enas`` search's derived architecture, as a standalone network).
-FINAL_SPACES = ("cnn", "rnn_cell", "enas_macro")
+# (enas_macro, enas_rnn: an ``enas`` search's derived architecture, as a standalone network).
+FINAL_SPACES = ("cnn", "rnn_cell", "enas_macro", "enas_rnn")
+# Spaces whose children are language models on Penn Treebank (kubenas.trainer.lm_child):
+# the paper's tree cell and ENAS's recurrent cell (an ``enas`` search's derived cell).
+LM_SPACES = ("rnn_cell", "enas_rnn")
 
 # What an experiment gets when ``spec.search`` names none (the CRD's ``default:`` too).
 DEFAULT_SPACE = "cnn"

@@ -17,14 +17,12 @@ from pathlib import Path
 from kubenas.contracts import Architecture, ResultRecord
 from kubenas.enas.search import EnasSearch
 from kubenas.storage import ObjectStore
-from kubenas.trainer import TrainerConfig
 
 
 def run_local(exp, strategy_factory, trainer_config: dict, store: ObjectStore,
               workdir: Path) -> dict:
     """Run (or resume) the search and write its outputs; returns the summary."""
-    search = EnasSearch(strategy_factory(), TrainerConfig.from_dict(trainer_config), store,
-                        max_samples=exp.max_trials)
+    search = EnasSearch(strategy_factory(), trainer_config, store, max_samples=exp.max_trials)
     if search.resumed:
         p = search.pos
         print(f"resuming {exp.name}: epoch {p.epoch}, {p.phase} phase, step {p.step}")
@@ -35,10 +33,10 @@ def run_local(exp, strategy_factory, trainer_config: dict, store: ObjectStore,
 
 def derived_record(experiment: str, summary: dict) -> ResultRecord:
     """The search's outcome as the final phase reads a search (``FinalPhase.run``): one
-    succeeded result, the derived architecture, rewarded with its validation-batch accuracy."""
+    succeeded result, the derived architecture, rewarded with its validation-batch reward."""
     return ResultRecord(experiment=experiment, trial_id=f"{experiment}-derived",
                         architecture=Architecture.from_dict(summary["architecture"]),
-                        status="succeeded", reward=float(summary["val_batch_accuracy"]))
+                        status="succeeded", reward=float(summary["val_batch_reward"]))
 
 
 def enas_cost(summary: dict) -> dict:
@@ -60,8 +58,8 @@ def write_outputs(summary: dict, store: ObjectStore, workdir: Path) -> None:
 def _leaderboard(candidates: list[dict]) -> str:
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow(["rank", "val_batch_accuracy", "tokens"])
-    ranked = sorted(candidates, key=lambda c: -c["val_batch_accuracy"])
+    w.writerow(["rank", "val_batch_reward", "tokens"])
+    ranked = sorted(candidates, key=lambda c: -c["val_batch_reward"])
     for rank, c in enumerate(ranked, 1):
-        w.writerow([rank, f"{c['val_batch_accuracy']:.6f}", " ".join(map(str, c["tokens"]))])
+        w.writerow([rank, f"{c['val_batch_reward']:.6f}", " ".join(map(str, c["tokens"]))])
     return out.getvalue()

@@ -2,8 +2,9 @@
 
 Per epoch: (1) the shared weights, one SGD step per training minibatch, each on a path
 freshly sampled from the policy; (2) the policy, ``controllerSteps`` REINFORCE updates,
-each rewarded with its path's accuracy on the next validation minibatch. At the end,
-``derive`` samples ``deriveSamples`` paths and keeps the best on one validation batch.
+each rewarded with its path's score on the next validation minibatch (accuracy for
+``enas_macro``, ``rewardC / perplexity`` for ``enas_rnn``: ``kubenas.enas.tasks``). At the
+end, ``derive`` samples ``deriveSamples`` paths and keeps the best on one validation batch.
 
 The loop stops after ``trainer.epochs`` epochs or when the policy has been rewarded
 ``budget.maxTrials`` times. Everything the loop depends on is in the checkpoint
@@ -24,10 +25,9 @@ from typing import Callable, Mapping, Optional
 import torch
 
 from kubenas.controller import EnasStrategy
+from kubenas.enas.tasks import TASKS
 from kubenas.storage import NotFound, ObjectStore
-from kubenas.trainer import (Batches, TrainerConfig, build_supernet, cosine_lr, load_dataset,
-                             make_optimizer, path_accuracy, require_image_dataset,
-                             resolve_device, train_epoch_part)
+from kubenas.trainer import resolve_device
 
 CHECKPOINT_KEY = "enas/checkpoint.pt"
 
@@ -41,24 +41,21 @@ class Position:
 
 
 class EnasSearch:
-    def __init__(self, strategy: EnasStrategy, config: TrainerConfig, store: ObjectStore,
+    def __init__(self, strategy: EnasStrategy, config, store: ObjectStore,
                  max_samples: int, on_step: Optional[Callable[[Position], None]] = None,
                  cache_dir=None) -> None:
-        require_image_dataset(config)
-        self.strategy, self.config, self.store = strategy, config, store
+        """``config``: the trainer section (a mapping, or a ``TrainerConfig`` for images)."""
+        self.strategy, self.store = strategy, store
         self.max_samples = max_samples
         self.on_step = on_step or (lambda pos: None)
         self.loop = strategy.loop_options()
-        self.device = resolve_device(config.device)
-        train, val, info = load_dataset(config.dataset.name, config.dataset.path,
-                                        validation_size=config.validation_size, seed=config.seed,
-                                        store=store, cache_dir=cache_dir)
-        self.train = Batches(train.to(self.device), config.batch_size, config.seed)
-        self.val = Batches(val.to(self.device), config.batch_size, config.seed + 1)
-        torch.manual_seed(config.seed)
-        self.supernet = build_supernet(strategy.space.options(), info.input_shape,
-                                       info.num_classes, info.mean, info.std).to(self.device)
-        self.optimizer = make_optimizer(self.supernet, config)
+        self.device = resolve_device(getattr(config, "device", None) or
+                                     (config.get("device", "auto") if isinstance(config, Mapping)
+                                      else "auto"))
+        self.task = TASKS[strategy.space.name](strategy.space.options(), config, store,
+                                               self.device, cache_dir)
+        self.epochs = self.task.epochs
+        self.supernet, self.optimizer = self.task.supernet, self.task.optimizer
         self.pos = Position()
         self.history: list[dict] = []
         self.cpu_seconds = 0.0     # this search's process CPU time, across resumes
@@ -67,7 +64,7 @@ class EnasSearch:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> dict:
-        while self.pos.epoch < self.config.epochs and not self._budget_spent():
+        while self.pos.epoch < self.epochs and not self._budget_spent():
             if self.pos.phase == "shared":
                 self._shared_phase()
             else:
@@ -78,16 +75,12 @@ class EnasSearch:
         return self.strategy.num_sampled >= self.max_samples
 
     def _shared_phase(self) -> None:
-        base = self.config.learning_rate
-        lr = cosine_lr(base, self.pos.epoch, self.config.epochs) \
-            if self.config.lr_schedule == "cosine" else base
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        every = self.loop["checkpointEvery"]
-        while self.pos.step < len(self.train):
-            stop = min(self.pos.step + every, len(self.train))
-            losses = train_epoch_part(self.supernet, self.optimizer, self.train, self.pos.epoch,
-                                      self.pos.step, stop, lambda: self.strategy.sample_child().spec)
+        self.task.set_epoch(self.pos.epoch)
+        every, steps = self.loop["checkpointEvery"], len(self.task.train)
+        while self.pos.step < steps:
+            stop = min(self.pos.step + every, steps)
+            losses = self.task.train_part(self.pos.epoch, self.pos.step, stop,
+                                          lambda: self.strategy.sample_child().spec)
             self.pos.step = stop
             self._note("shared_loss", sum(losses) / len(losses), len(losses))
             self._save()
@@ -98,8 +91,8 @@ class EnasSearch:
     def _policy_phase(self) -> None:
         while self.pos.step < self.loop["controllerSteps"] and not self._budget_spent():
             proposal = self.strategy.ask()
-            images, labels = self.val.batch(*divmod(self.pos.val_batch, len(self.val)))
-            reward = path_accuracy(self.supernet, proposal.architecture.spec, images, labels)
+            reward = self.task.reward(proposal.architecture.spec,
+                                      *divmod(self.pos.val_batch, len(self.task.val)))
             self.strategy.tell(proposal.index, reward)
             self.pos.step += 1
             self.pos.val_batch += 1
@@ -123,16 +116,15 @@ class EnasSearch:
     def derive(self) -> dict:
         """Sample ``deriveSamples`` paths; keep the best on one validation batch (the same
         batch for every candidate, so they are compared on equal terms)."""
-        images, labels = self.val.batch(self.config.epochs, 0)
         candidates = []
         for _ in range(self.loop["deriveSamples"]):
             arch = self.strategy.sample_child()
-            candidates.append((path_accuracy(self.supernet, arch.spec, images, labels), arch))
-        best_acc, best = max(candidates, key=lambda c: c[0])
+            candidates.append((self.task.reward(arch.spec, self.epochs, 0), arch))
+        best_reward, best = max(candidates, key=lambda c: c[0])
         self._tick()
-        return {"architecture": best.to_dict(), "val_batch_accuracy": best_acc,
-                "op_histogram": op_histogram(best.spec),
-                "candidates": [{"val_batch_accuracy": a, "tokens": c.tokens} for a, c in candidates],
+        return {"architecture": best.to_dict(), "val_batch_reward": best_reward,
+                "reward_name": self.task.reward_name, "op_histogram": op_histogram(best.spec),
+                "candidates": [{"val_batch_reward": r, "tokens": c.tokens} for r, c in candidates],
                 "epochs": self.pos.epoch, "policy_samples": self.strategy.num_sampled,
                 "policy_version": self.strategy.version, "history": self.history,
                 "cpu_seconds": round(self.cpu_seconds, 1), "device": str(self.device)}
@@ -168,7 +160,12 @@ class EnasSearch:
 
 def op_histogram(spec: Mapping) -> dict:
     """How often each op appears in an architecture, and how many skips it has: the
-    collapse check (ENAS on some spaces ends with every layer parameter-free)."""
+    collapse check (ENAS on some spaces ends with every layer parameter-free). A recurrent
+    cell: its activations, and how many loose ends are averaged into h_t."""
+    if "nodes" in spec:
+        read = {n.get("input") for n in spec["nodes"]}
+        return {"activations": dict(sorted(Counter(n["activation"] for n in spec["nodes"]).items())),
+                "loose_ends": sum(n["name"] not in read for n in spec["nodes"])}
     ops = Counter(layer["op"] for layer in spec["layers"])
     return {"ops": dict(sorted(ops.items())),
             "skips": sum(len(layer.get("skips", [])) for layer in spec["layers"])}

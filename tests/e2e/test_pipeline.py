@@ -578,7 +578,7 @@ def test_an_enas_experiment_is_one_pod_on_a_gpu_pool_that_resumes_and_retrains(k
     summary = json.loads(run.store.get("outputs/enas_summary.json"))
     assert status["policyVersion"] == summary["policy_version"] > 0
     assert status["bestTrial"] == "oneshot-derived"
-    assert status["bestReward"] == pytest.approx(summary["val_batch_accuracy"])
+    assert status["bestReward"] == pytest.approx(summary["val_batch_reward"])
     final = json.loads(run.store.get("outputs/final.json"))
     assert final["architecture"] == json.loads(run.store.get("outputs/best_architecture.json"))
     assert status["testMetric"] == pytest.approx(final["test"]["accuracy"])

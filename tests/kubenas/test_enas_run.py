@@ -43,8 +43,9 @@ def test_run_writes_the_derived_architecture_and_resumes(tmp_path, capsys):
     assert again["policy_samples"] == 3 and again["history"] == summary["history"]
 
 
-def test_the_fashion_example_is_valid():
+def test_the_enas_examples_are_valid():
     assert main(["run", str(REPO / "examples" / "enas-fashion.yaml"), "--dry-run"]) == 0
+    assert main(["run", str(REPO / "examples" / "enas-ptb.yaml"), "--dry-run"]) == 0
 
 
 def test_an_enas_search_with_a_final_phase_retrains_its_derived_architecture(tmp_path, capsys):

@@ -45,7 +45,7 @@ def test_search_epoch_defaults_are_the_trainers():
     from kubenas.trainer.lm_config import LMConfig
 
     assert SEARCH_EPOCHS_DEFAULT == {"cnn": TrainerConfig().epochs, "rnn_cell": LMConfig().epochs,
-                                     "enas_macro": TrainerConfig().epochs}
+                                     "enas_macro": TrainerConfig().epochs, "enas_rnn": LMConfig().epochs}
 
 
 def test_a_given_grid_replaces_the_default_and_every_field_is_set():

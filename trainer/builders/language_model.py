@@ -1,8 +1,10 @@
 """The recurrent child's network (§4.2): a word-level language model built around a searched
 cell, from an ``rnn_cell`` architecture and an :class:`~kubenas.trainer.lm_config.LMConfig`.
 
-Model: embedding -> ``layers`` x :class:`~kubenas.trainer.builders.rnn_cell.RNNTreeLayer` ->
-linear decoder over the vocabulary, with the regularisers of §4.2:
+Model: embedding -> ``layers`` x the cell's layer (:class:`~kubenas.trainer.builders.rnn_cell.
+RNNTreeLayer` for an ``rnn_cell`` architecture, :class:`~kubenas.trainer.enas.recurrent.
+EnasRnnLayer` for an ``enas_rnn`` one) -> linear decoder over the vocabulary, with the
+regularisers of §4.2:
 
 * ``embeddingDropout``: drops whole word types from the embedding matrix (Gal & Ghahramani);
 * ``dropout``: variational ("locked") dropout on every layer's input and on the last layer's
@@ -13,13 +15,13 @@ linear decoder over the vocabulary, with the regularisers of §4.2:
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kubenas.contracts import ContractError
+from kubenas.contracts import Architecture, ContractError
 from kubenas.trainer.builders.rnn_cell import RNNTreeLayer, parse_cell
 from kubenas.trainer.errors import ArchitectureError, TooLarge
 from kubenas.trainer.lm_config import LMConfig
@@ -41,7 +43,8 @@ class LanguageModel(nn.Module):
     def __init__(self, architecture, vocab_size: int, embedding_size: int = 64, hidden_size: int = 64,
                  layers: int = 2, dropout: float = 0.0, embedding_dropout: float = 0.0,
                  recurrent_dropout: float = 0.0, tie_weights: bool = False, cell_bias: bool = True,
-                 init_range: float = 0.1) -> None:
+                 init_range: float = 0.1,
+                 make_layer: Optional[Callable[[int, int], nn.Module]] = None) -> None:
         super().__init__()
         if tie_weights and embedding_size != hidden_size:
             raise ValueError("tied weights need embedding_size == hidden_size")
@@ -52,9 +55,10 @@ class LanguageModel(nn.Module):
         self.embedding_dropout = float(embedding_dropout)
         self.recurrent_dropout = float(recurrent_dropout)
         self.encoder = nn.Embedding(vocab_size, embedding_size)
-        self.rnns = nn.ModuleList([
-            RNNTreeLayer(architecture, embedding_size if i == 0 else hidden_size, hidden_size,
-                         bias=cell_bias) for i in range(layers)])
+        make_layer = make_layer or (lambda n_in, n_hidden: cell_layer(architecture, n_in, n_hidden,
+                                                                      cell_bias))
+        self.rnns = nn.ModuleList([make_layer(embedding_size if i == 0 else hidden_size, hidden_size)
+                                   for i in range(layers)])
         self.decoder = nn.Linear(hidden_size, vocab_size)
         for p in self.parameters():
             nn.init.uniform_(p, -init_range, init_range)
@@ -63,10 +67,11 @@ class LanguageModel(nn.Module):
             self.decoder.weight = self.encoder.weight
 
     @classmethod
-    def from_config(cls, architecture, vocab_size: int, cfg: LMConfig) -> "LanguageModel":
+    def from_config(cls, architecture, vocab_size: int, cfg: LMConfig,
+                    make_layer: Optional[Callable[[int, int], nn.Module]] = None) -> "LanguageModel":
         return cls(architecture, vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.layers,
                    cfg.dropout, cfg.embedding_dropout, cfg.recurrent_dropout, cfg.tie_weights,
-                   cfg.cell_bias, cfg.init_range)
+                   cfg.cell_bias, cfg.init_range, make_layer)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # a tied matrix counts once
@@ -111,10 +116,28 @@ def detach_state(state: State) -> State:
     return [(h.detach(), c.detach()) for h, c in state]
 
 
+def _space(architecture) -> Optional[str]:
+    if isinstance(architecture, Architecture):
+        return architecture.space
+    return architecture.get("space") if isinstance(architecture, dict) else None
+
+
+def cell_layer(architecture, input_size: int, hidden_size: int, bias: bool) -> nn.Module:
+    """The recurrent layer of ``architecture``'s cell (by its space; a bare spec: rnn_cell)."""
+    if _space(architecture) == "enas_rnn":
+        from kubenas.trainer.enas.recurrent import EnasRnnLayer
+        return EnasRnnLayer(architecture, input_size, hidden_size, bias)
+    return RNNTreeLayer(architecture, input_size, hidden_size, bias=bias)
+
+
 def build_language_model(architecture, vocab_size: int, cfg: LMConfig) -> LanguageModel:
     """The model, or :class:`ArchitectureError` / :class:`TooLarge` (both failed results)."""
     try:
-        parse_cell(architecture)
+        if _space(architecture) == "enas_rnn":
+            from kubenas.trainer.enas.recurrent import enas_rnn_spec
+            enas_rnn_spec(architecture)
+        else:
+            parse_cell(architecture)
     except ContractError as exc:
         raise ArchitectureError(str(exc)) from exc
     model = LanguageModel.from_config(architecture, vocab_size, cfg)
@@ -124,4 +147,13 @@ def build_language_model(architecture, vocab_size: int, cfg: LMConfig) -> Langua
     return model
 
 
-__all__ = ["LanguageModel", "State", "build_language_model", "detach_state"]
+def build_lm_supernet(nodes: int, vocab_size: int, cfg: LMConfig) -> LanguageModel:
+    """The language model whose layers are ``enas_rnn`` supernets of ``nodes`` nodes (every
+    edge j < k): ``kubenas.trainer.enas.recurrent.set_lm_path`` picks the cell to run."""
+    from kubenas.trainer.enas.recurrent import EnasRnnSupernet
+    return LanguageModel.from_config(None, vocab_size, cfg, make_layer=lambda n_in, n_hidden:
+                                     EnasRnnSupernet(nodes, n_in, n_hidden, bias=cfg.cell_bias))
+
+
+__all__ = ["LanguageModel", "State", "build_language_model", "build_lm_supernet", "cell_layer",
+           "detach_state"]
