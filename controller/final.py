@@ -25,7 +25,6 @@ from typing import Callable, Container, Optional
 
 from kubenas.contracts import (Architecture, Executor, ResultRecord, ResultSource, TrialRefused,
                                TrialRequest, names, result_key)
-from kubenas.contracts import names
 from kubenas.contracts.result import cost_totals
 from kubenas.experiment import Experiment
 from kubenas.storage import AlreadyExists, NotFound, ObjectStore

@@ -178,8 +178,12 @@ def _print_outputs(loop, results, store, workdir: Path, final, parallelism: int,
           "report.html")
     print(cost_line(loop.summary()["cost"], parallelism, summary["seconds"]))
     if final is not None:
-        print(f"final phase {cost_line(final['cost']['final'], parallelism, final['phaseSeconds'])}")
-        print(final_line(final))
+        _print_final(final, parallelism)
+
+
+def _print_final(final: dict, parallelism: int) -> None:
+    print(f"final phase {cost_line(final['cost']['final'], parallelism, final['phaseSeconds'])}")
+    print(final_line(final))
 
 
 def _run_enas(exp, factory, trainer_config: dict, store, workdir: Path) -> int:
@@ -221,8 +225,7 @@ def _enas_final(exp, summary: dict, trainer_config: dict, store, workdir: Path) 
         executor.close()
     for name in write_final_outputs(final, store, workdir):
         store.put(f"outputs/{name}", (workdir / name).read_bytes())
-    print(f"final phase {cost_line(final['cost']['final'], exp.parallelism, final['phaseSeconds'])}")
-    print(final_line(final))
+    _print_final(final, exp.parallelism)
     return 0
 
 

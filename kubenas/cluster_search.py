@@ -34,13 +34,21 @@ def _condition(type_: str, status: str, reason: str, message: str) -> dict:
     return {"type": type_, "status": status, "reason": reason, "message": message[:1000]}
 
 
+def _publish(store, write):
+    """``write(folder)`` into a temporary folder, then every file it wrote under outputs/;
+    returns what ``write`` returned."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = write(Path(tmp))
+        for f in sorted(Path(tmp).iterdir()):
+            store.put(f"outputs/{f.name}", f.read_bytes())
+    return out
+
+
 def _publish_final(store, final: dict) -> None:
     """final.json, final_model.pt and final_model.onnx under outputs/."""
     from kubenas.local.report import write_final_outputs
 
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in write_final_outputs(final, store, Path(tmp)):
-            store.put(f"outputs/{name}", (Path(tmp) / name).read_bytes())
+    _publish(store, lambda folder: write_final_outputs(final, store, folder))
 
 
 def publish_outputs(store, results, final=None) -> dict:
@@ -48,11 +56,7 @@ def publish_outputs(store, results, final=None) -> dict:
     phase final.json, final_model.pt, final_model.onnx) under outputs/."""
     from kubenas.local.report import write_outputs
 
-    with tempfile.TemporaryDirectory() as tmp:
-        summary = write_outputs(results, store, Path(tmp), final=final)
-        for f in sorted(Path(tmp).iterdir()):
-            store.put(f"outputs/{f.name}", f.read_bytes())
-    return summary
+    return _publish(store, lambda folder: write_outputs(results, store, folder, final=final))
 
 
 def run_controller(experiment: str, namespace: str = "default", replica: str = "controller-0",

@@ -4,7 +4,7 @@ and the options of the alternating loop that ``kubenas.enas`` runs in one proces
 ``ask``/``tell`` are REINFORCE's (LSTM policy, EMA baseline, entropy bonus: the same code,
 by inheritance); the reward told is a path's accuracy on one validation minibatch of the
 shared-weight supernet. ``sample_child`` draws a path for a shared-weight training step
-without REINFORCE bookkeeping. Only ``SUPERNET_SPACES`` have a supernet.
+without REINFORCE bookkeeping. Only ``names.SUPERNET_SPACES`` have a supernet.
 
 Loop options: ``controllerSteps`` policy updates after every shared-weight epoch (ENAS:
 50 on CIFAR-10), ``deriveSamples`` paths drawn at the end, the best on one validation
@@ -20,6 +20,7 @@ import torch
 
 from kubenas.contracts import Architecture, ContractError
 from kubenas.contracts import fields as F
+from kubenas.contracts import names
 from kubenas.controller.spaces.base import SearchSpace
 from kubenas.controller.strategies.reinforce import DEFAULTS, ReinforceStrategy
 
@@ -28,9 +29,6 @@ from kubenas.controller.strategies.reinforce import DEFAULTS, ReinforceStrategy
 ENAS_DEFAULTS = {**DEFAULTS, "learningRate": 0.001, "entropyWeight": 0.0001,
                  "baselineDecay": 0.99,
                  "controllerSteps": 50, "deriveSamples": 10, "checkpointEvery": 50}
-# Spaces with a shared-weight supernet (kubenas.trainer.enas): the CNN macro space and the
-# recurrent cell.
-SUPERNET_SPACES = ("enas_macro", "enas_rnn")
 LOOP_OPTIONS = ("controllerSteps", "deriveSamples", "checkpointEvery")
 MAX_LOOP_COUNT = 1_000_000
 
@@ -41,9 +39,9 @@ class EnasStrategy(ReinforceStrategy):
 
     def __init__(self, space: SearchSpace, options: Optional[Mapping] = None, seed: int = 0,
                  where: str = "spec.search.strategyOptions") -> None:
-        if space.name not in SUPERNET_SPACES:
+        if space.name not in names.SUPERNET_SPACES:
             raise ContractError(f"spec.search.space: the enas strategy shares weights in the "
-                                f"supernet of {' or '.join(SUPERNET_SPACES)}, not in {space.name!r}")
+                                f"supernet of {' or '.join(names.SUPERNET_SPACES)}, not in {space.name!r}")
         super().__init__(space, options, seed, where)
         for key in LOOP_OPTIONS:
             F.integer(self.options[key], f"{where}.{key}", 1, MAX_LOOP_COUNT)

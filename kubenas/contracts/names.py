@@ -13,6 +13,9 @@ STRATEGIES = ("reinforce", "random", "evolution", "enas")
 # controller pod is the search, placed on a worker pool with its GPUs (the operator's
 # controller_deployment), not a scheduler of Trials.
 IN_PROCESS_STRATEGIES = ("enas",)
+# Spaces with a shared-weight supernet, the ones ``enas`` searches (kubenas.enas.tasks.TASKS
+# holds what each trains; tests/kubenas/test_crd_agrees.py holds the two equal).
+SUPERNET_SPACES = ("enas_macro", "enas_rnn")
 DATASETS = ("digits", "fashion_mnist", "cifar10", "ptb")
 # Spaces whose children the final phase (spec.final) can grid-search, retrain and test
 # (enas_macro, enas_rnn: an ``enas`` search's derived architecture, as a standalone network).

@@ -27,7 +27,6 @@ import torch
 from kubenas.controller import EnasStrategy
 from kubenas.enas.tasks import TASKS
 from kubenas.storage import NotFound, ObjectStore
-from kubenas.trainer import resolve_device
 
 CHECKPOINT_KEY = "enas/checkpoint.pt"
 
@@ -49,12 +48,8 @@ class EnasSearch:
         self.max_samples = max_samples
         self.on_step = on_step or (lambda pos: None)
         self.loop = strategy.loop_options()
-        self.device = resolve_device(getattr(config, "device", None) or
-                                     (config.get("device", "auto") if isinstance(config, Mapping)
-                                      else "auto"))
-        self.task = TASKS[strategy.space.name](strategy.space.options(), config, store,
-                                               self.device, cache_dir)
-        self.epochs = self.task.epochs
+        self.task = TASKS[strategy.space.name](strategy.space.options(), config, store, cache_dir)
+        self.epochs, self.device = self.task.epochs, self.task.device
         self.supernet, self.optimizer = self.task.supernet, self.task.optimizer
         self.pos = Position()
         self.history: list[dict] = []

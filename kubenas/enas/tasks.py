@@ -2,9 +2,9 @@
 image data set, reward = a path's accuracy on a validation minibatch) and ``LanguageTask``
 (``enas_rnn``: the recurrent-cell supernet language model on Penn Treebank, reward =
 ``rewardC / perplexity`` on a validation window). Both give the loop (kubenas.enas.search)
-the same handful of things: the supernet and its optimizer, ``len(train)`` steps per epoch,
-``train_part`` for a run of shared-weight steps, ``reward`` of a path on a validation batch
-named by its position, and ``epochs``.
+the same handful of things: the supernet and its optimizer on ``device`` (the trainer
+section's), ``len(train)`` steps per epoch, ``train_part`` for a run of shared-weight steps,
+``reward`` of a path on a validation batch named by its position, and ``epochs``.
 """
 
 from __future__ import annotations
@@ -16,16 +16,17 @@ import torch
 from kubenas.trainer import (Batches, TokenWindows, TrainerConfig, build_lm_supernet,
                              build_supernet, cosine_lr, LMConfig, lm_path_reward, load_dataset,
                              load_ptb, make_optimizer, path_accuracy, require_image_dataset,
-                             train_epoch_part, train_lm_part)
+                             resolve_device, train_epoch_part, train_lm_part)
 
 
 class ImageTask:
     reward_name = "accuracy"
 
-    def __init__(self, space_options: Mapping, config, store, device, cache_dir=None) -> None:
+    def __init__(self, space_options: Mapping, config, store, cache_dir=None) -> None:
         cfg = config if isinstance(config, TrainerConfig) else TrainerConfig.from_dict(config)
         require_image_dataset(cfg)
-        self.config, self.epochs, self.seed = cfg, cfg.epochs, cfg.seed
+        device = resolve_device(cfg.device)
+        self.config, self.epochs, self.device = cfg, cfg.epochs, device
         train, val, info = load_dataset(cfg.dataset.name, cfg.dataset.path,
                                         validation_size=cfg.validation_size, seed=cfg.seed,
                                         store=store, cache_dir=cache_dir)
@@ -55,9 +56,10 @@ class ImageTask:
 class LanguageTask:
     reward_name = "rewardC/perplexity"
 
-    def __init__(self, space_options: Mapping, config, store, device, cache_dir=None) -> None:
+    def __init__(self, space_options: Mapping, config, store, cache_dir=None) -> None:
         cfg = LMConfig.from_dict(config)
-        self.config, self.epochs, self.seed = cfg, cfg.epochs, cfg.seed
+        device = resolve_device(cfg.device)
+        self.config, self.epochs, self.device = cfg, cfg.epochs, device
         corpus = load_ptb(cfg.dataset_path, store=store, cache_dir=cache_dir)
         self.train = TokenWindows(corpus.train, cfg.batch_size, cfg.bptt, cfg.max_tokens).to(device)
         self.val = TokenWindows(corpus.valid, cfg.eval_batch_size, cfg.bptt).to(device)

@@ -75,6 +75,8 @@ def test_names_have_one_source():
     assert tuple(SPACE_REGISTRY) == names.SPACES == ARCHITECTURE_SPACES
     assert tuple(STRATEGY_REGISTRY) == names.STRATEGIES
     assert DATASETS == names.DATASETS
+    from kubenas.enas.tasks import TASKS
+    assert tuple(TASKS) == names.SUPERNET_SPACES
     search = SPEC["properties"]["search"]["properties"]
     assert search["space"]["enum"] == list(names.SPACES)
     assert search["strategy"]["enum"] == list(names.STRATEGIES)

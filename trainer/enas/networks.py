@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kubenas.contracts import Architecture, ContractError
-from kubenas.contracts.architecture import ENAS_OPS, validate_enas_macro
+from kubenas.contracts import Architecture
+from kubenas.contracts.architecture import ENAS_OPS
+from kubenas.trainer.enas import validated_spec
 from kubenas.trainer.errors import ArchitectureError
 
 
@@ -51,19 +52,6 @@ def make_op(op: str, channels: int, track_stats: bool = True) -> nn.Module:
     if op == "avgpool3x3":
         return nn.AvgPool2d(3, 1, 1, count_include_pad=False)
     raise ArchitectureError(f"enas_macro: unknown op {op!r} (known: {list(ENAS_OPS)})")
-
-
-def _spec(architecture: Architecture | Mapping) -> Mapping:
-    if isinstance(architecture, Architecture):
-        if architecture.space != "enas_macro":
-            raise ArchitectureError(f"architecture.space: needs 'enas_macro', got "
-                                    f"{architecture.space!r}")
-        architecture = architecture.spec
-    try:
-        validate_enas_macro(architecture, "architecture.spec")
-    except ContractError as exc:
-        raise ArchitectureError(str(exc)) from None
-    return architecture
 
 
 def skip_indices(spec: Mapping) -> list[list[int]]:
@@ -172,7 +160,7 @@ def build_supernet(space_options: Mapping, input_shape: Sequence[int], num_class
 def build_enas_child(architecture: Architecture | Mapping, input_shape: Sequence[int],
                      num_classes: int, mean: Sequence[float], std: Sequence[float]) -> EnasChild:
     """A fresh standalone child of ``architecture`` (retraining from scratch)."""
-    spec = _spec(architecture)
+    spec = validated_spec(architecture, "enas_macro")
     return EnasChild(spec, int(input_shape[0]), num_classes, mean, std)
 
 

@@ -20,8 +20,7 @@ from typing import List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from kubenas.contracts import Architecture, ContractError
-from kubenas.contracts.architecture import validate_enas_rnn
+from kubenas.trainer.enas import validated_spec
 from kubenas.trainer.errors import ArchitectureError
 
 ACTIVATION_CODES = {"tanh": 0, "relu": 1, "identity": 2, "sigmoid": 3}
@@ -48,17 +47,7 @@ def _node(projected: Tensor, s_j: Tensor, code: int) -> Tensor:
 
 def enas_rnn_spec(architecture) -> Mapping:
     """The validated spec of an ``enas_rnn`` Architecture, its dict form, or a bare spec."""
-    if isinstance(architecture, Mapping) and "spec" in architecture:
-        architecture = Architecture.from_dict(architecture)
-    if isinstance(architecture, Architecture):
-        if architecture.space != "enas_rnn":
-            raise ArchitectureError(f"architecture.space: needs 'enas_rnn', got {architecture.space!r}")
-        architecture = architecture.spec
-    try:
-        validate_enas_rnn(architecture, "architecture.spec")
-    except ContractError as exc:
-        raise ArchitectureError(str(exc)) from None
-    return architecture
+    return validated_spec(architecture, "enas_rnn")
 
 
 def cell_path(architecture) -> Path:
