@@ -55,7 +55,12 @@ class Informer:
         self.pack, self.unpack = pack, unpack
         self._indexers = dict(indexers or {})   # name -> fn(obj): index value, None: not indexed
         self._index: dict = {n: {} for n in self._indexers}     # name -> {value: {keys}}
-        self._value_of: dict = {n: {} for n in self._indexers}  # name -> {key: value}
+        # key -> its values under every index, in ``_indexers`` order (absent: none indexed);
+        # with several indexes one shared tuple per distinct combination (``_canonical``), so
+        # a finished Trial costs one dict entry here, not one per index (issue 10: operator
+        # RSS flat in n); with one index the value itself (a Pod's is unique: nothing to share)
+        self._values_of: dict = {}
+        self._canonical: dict = {}
         self.path = path
         self.name = name
         self.on_change = on_change
@@ -100,28 +105,46 @@ class Informer:
         """Cache ``obj`` (trimmed; ``stored``: already packed) and re-index it (the caller
         holds the lock)."""
         self._cache[key] = self.pack(obj) if stored is None else stored
-        for name, fn in self._indexers.items():
-            value = fn(obj)
-            if key in self._value_of[name] and self._value_of[name][key] == value:
-                continue
-            self._unindex(name, key)
+        values = tuple(fn(obj) for fn in self._indexers.values())
+        if self._indexed_values(key) == values:
+            return
+        self._unindex(key)
+        if all(v is None for v in values):
+            return
+        self._values_of[key] = self._canonical.setdefault(values, values) if len(values) > 1 \
+            else values[0]
+        for name, value in zip(self._indexers, values):
             if value is not None:
                 self._index[name].setdefault(value, set()).add(key)
-                self._value_of[name][key] = value
 
-    def _unindex(self, name: str, key: tuple) -> None:
-        if key not in self._value_of[name]:
+    def _indexed_values(self, key: tuple) -> Optional[tuple]:
+        stored = self._values_of.get(key)
+        return stored if stored is None or len(self._indexers) > 1 else (stored,)
+
+    def _unindex(self, key: tuple) -> None:
+        old = self._indexed_values(key)
+        if old is None:
             return
-        old = self._value_of[name].pop(key)
-        keys = self._index[name][old]
-        keys.discard(key)
-        if not keys:
-            del self._index[name][old]
+        del self._values_of[key]
+        for name, value in zip(self._indexers, old):
+            if value is None:
+                continue
+            keys = self._index[name][value]
+            keys.discard(key)
+            if not keys:
+                del self._index[name][value]
+                if len(old) > 1 and not any(value in ix for ix in self._index.values()):
+                    self._forget_canonical(value)
+
+    def _forget_canonical(self, value: Hashable) -> None:
+        """Drop the shared value tuples that name ``value``, once no object has it (an
+        experiment's values must not outlive it). Rare: a value's last object just left."""
+        for combo in [c for c in self._canonical if value in c]:
+            del self._canonical[combo]
 
     def _drop(self, key: tuple) -> None:
         self._cache.pop(key, None)
-        for name in self._indexers:
-            self._unindex(name, key)
+        self._unindex(key)
 
     def upsert(self, obj: dict) -> None:
         """Write-through after our own write: keep the newer of cached and ``obj``."""
@@ -175,7 +198,7 @@ class Informer:
             old = self._cache
             self._cache = {}
             self._index = {n: {} for n in self._indexers}
-            self._value_of = {n: {} for n in self._indexers}
+            self._values_of, self._canonical = {}, {}
             for key, stored in fresh.items():
                 self._put(key, self.unpack(stored), stored)
         for key, stored in old.items():

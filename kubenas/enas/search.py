@@ -4,7 +4,9 @@ Per epoch: (1) the shared weights, one SGD step per training minibatch, each on 
 freshly sampled from the policy; (2) the policy, ``controllerSteps`` REINFORCE updates,
 each rewarded with its path's score on the next validation minibatch (accuracy for
 ``enas_macro``, ``rewardC / perplexity`` for ``enas_rnn``: ``kubenas.enas.tasks``). At the
-end, ``derive`` samples ``deriveSamples`` paths and keeps the best on one validation batch.
+end, ``derive`` samples ``deriveSamples`` paths and keeps the best on ``deriveBatches``
+validation batches. The first ``warmupEpochs`` epochs train the shared weights on uniformly
+random paths and skip the policy phase.
 
 The loop stops after ``trainer.epochs`` epochs or when the policy has been rewarded
 ``budget.maxTrials`` times. Everything the loop depends on is in the checkpoint
@@ -17,6 +19,7 @@ position, so a resumed run repeats exactly what the lost steps did.
 from __future__ import annotations
 
 import io
+import random
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -75,7 +78,7 @@ class EnasSearch:
         while self.pos.step < steps:
             stop = min(self.pos.step + every, steps)
             losses = self.task.train_part(self.pos.epoch, self.pos.step, stop,
-                                          lambda: self.strategy.sample_child().spec)
+                                          self._path_sampler())
             self.pos.step = stop
             self._note("shared_loss", sum(losses) / len(losses), len(losses))
             self._save()
@@ -83,8 +86,20 @@ class EnasSearch:
         self.pos.phase, self.pos.step = "policy", 0
         self._save()
 
+    def _warming_up(self) -> bool:
+        return self.pos.epoch < self.loop["warmupEpochs"]
+
+    def _path_sampler(self) -> Callable[[], Mapping]:
+        """Where this part's shared-weight steps get their paths: the policy, or in warm-up
+        a generator seeded by the position (a resumed part redraws the same paths)."""
+        if not self._warming_up():
+            return lambda: self.strategy.sample_child().spec
+        rng = random.Random(f"{self.strategy.seed}/{self.pos.epoch}/{self.pos.step}")
+        return lambda: self.strategy.uniform_child(rng).spec
+
     def _policy_phase(self) -> None:
-        while self.pos.step < self.loop["controllerSteps"] and not self._budget_spent():
+        steps = 0 if self._warming_up() else self.loop["controllerSteps"]
+        while self.pos.step < steps and not self._budget_spent():
             proposal = self.strategy.ask()
             reward = self.task.reward(proposal.architecture.spec,
                                       *divmod(self.pos.val_batch, len(self.task.val)))
@@ -109,16 +124,20 @@ class EnasSearch:
 
     # -- the derived architecture ----------------------------------------------------------
     def derive(self) -> dict:
-        """Sample ``deriveSamples`` paths; keep the best on one validation batch (the same
-        batch for every candidate, so they are compared on equal terms)."""
+        """Sample ``deriveSamples`` paths; keep the best by its mean reward on the first
+        ``deriveBatches`` validation batches (the same for every candidate, so they are
+        compared on equal terms)."""
+        batches = min(self.loop["deriveBatches"], len(self.task.val))
         candidates = []
         for _ in range(self.loop["deriveSamples"]):
             arch = self.strategy.sample_child()
-            candidates.append((self.task.reward(arch.spec, self.epochs, 0), arch))
+            score = sum(self.task.reward(arch.spec, self.epochs, i) for i in range(batches))
+            candidates.append((score / batches, arch))
         best_reward, best = max(candidates, key=lambda c: c[0])
         self._tick()
         return {"architecture": best.to_dict(), "val_batch_reward": best_reward,
-                "reward_name": self.task.reward_name, "op_histogram": op_histogram(best.spec),
+                "reward_name": self.task.reward_name, "derive_batches": batches,
+                "op_histogram": op_histogram(best.spec),
                 "candidates": [{"val_batch_reward": r, "tokens": c.tokens} for r, c in candidates],
                 "epochs": self.pos.epoch, "policy_samples": self.strategy.num_sampled,
                 "policy_version": self.strategy.version, "history": self.history,

@@ -7,6 +7,11 @@
 * Recurrent cell: the binary tree of §3.5 — leaves (each combining x_t and h_{t-1}) at the
   bottom, the root (h_t) at the top, each node its combination and activation; the node
   c_{t-1} is injected into and the one c_t is taken from are marked.
+* ENAS macro (``enas_macro``): the stem, then each layer's op, the previous layer an
+  arrow, each skip an arc; the fixed 2×2 max-pools after the layers that have one.
+* ENAS recurrent cell (``enas_rnn``): its nodes top to bottom, each its activation and an
+  arrow or arc from the node it reads (the first reads x_t and h_{t-1}); the loose ends
+  (nodes no other reads) averaged into h_t at the bottom.
 * Anything else: its spec as a key/value list.
 """
 
@@ -51,32 +56,77 @@ def _arrow(y_from: float, y_to: float) -> str:
     return element("line", x1=x, x2=x, y1=f"{y_from:.1f}", y2=f"{y_to:.1f}", class_="edge")
 
 
+ENAS_OP_WORDS = {"conv3x3": "conv 3×3", "conv5x5": "conv 5×5", "sep_conv3x3": "sep conv 3×3",
+                 "sep_conv5x5": "sep conv 5×5", "maxpool3x3": "max pool 3×3",
+                 "avgpool3x3": "avg pool 3×3"}
+_ENAS_OP_CSS = {"max": "maxpool", "avg": "avgpool"}   # the CNN's pool colours
+
+
+def _column(first: tuple, rows: list, last: tuple, outputs: list) -> tuple[list, int, float]:
+    """Boxes top to bottom: ``first`` and ``last`` are (title, words, css); ``rows`` are
+    (title, words, css, sources); a source that is the row just above is an arrow, any other
+    an arc; ``outputs`` feed ``last``. Returns (svg body, arcs drawn, height)."""
+    names = [first[0]] + [r[0] for r in rows]
+    top = {name: PAD + i * (BOX_H + GAP) for i, name in enumerate(names)}
+    body, arcs = [_box(top[first[0]], *first)], 0
+
+    def links(sources: list, above: str, y_to: float) -> None:
+        nonlocal arcs
+        arrowed = False      # a second edge from the row above (an ENAS skip to it) is an arc
+        for src in sources:
+            if src == above and not arrowed:
+                body.append(_arrow(top[src] + BOX_H, y_to))
+                arrowed = True
+            else:
+                body.append(_arc(top[src] + BOX_H / 2, y_to + BOX_H / 2, arcs % 12))
+                arcs += 1
+    for i, (title, words, css, sources) in enumerate(rows, 1):
+        links(sources, names[i - 1], top[title])
+        body.append(_box(top[title], title, words, css))
+    y_out = PAD + len(names) * (BOX_H + GAP)
+    links(outputs, names[-1], y_out)
+    body.append(_box(y_out, *last))
+    return body, arcs, y_out + BOX_H + PAD
+
+
+def enas_macro_drawing(architecture: Architecture) -> str:
+    spec = architecture.spec
+    pooled = {int(i) for i in spec.get("pooling_at", [])}
+    rows, above = [], "stem"
+    for i, layer in enumerate(spec["layers"], 1):
+        words = ENAS_OP_WORDS.get(layer["op"], layer["op"])
+        rows.append((layer["name"], words + (" → max pool 2×2" if i in pooled else ""),
+                     _ENAS_OP_CSS.get(layer["op"][:3], "conv"), [above] + layer.get("skips", [])))
+        above = layer["name"]
+    body, arcs, height = _column(("stem", f"conv 3×3, {spec.get('channels', '?')} channels", "input"),
+                                 rows, ("classifier", "global pool → linear → softmax", "output"),
+                                 [above])
+    label = f"ENAS macro CNN of {len(rows)} layers, {arcs} skip connections"
+    return svg(PAD * 2 + BOX_W + 180, height, body, label)
+
+
+def enas_rnn_drawing(architecture: Architecture) -> str:
+    nodes = architecture.spec["nodes"]
+    read = {n.get("input") for n in nodes}
+    rows = [(n["name"], n["activation"], "node", [n.get("input") or "x_t, h_{t-1}"])
+            for n in nodes]
+    loose = [n["name"] for n in nodes if n["name"] not in read]
+    body, _, height = _column(("x_t, h_{t-1}", "input", "input"), rows,
+                              ("h_t", f"mean of {len(loose)} loose ends", "output"), loose)
+    return svg(PAD * 2 + BOX_W + 180, height, body, f"ENAS recurrent cell of {len(nodes)} nodes")
+
+
 def cnn_drawing(architecture: Architecture) -> str:
     layers = architecture.spec["layers"]
-    names = ["input"] + [l["name"] for l in layers]
-    top = {name: PAD + i * (BOX_H + GAP) for i, name in enumerate(names)}
-    body = [_box(top["input"], "input", "image", "input")]
-    consumed, lanes = set(), 0
-    for i, layer in enumerate(layers, 1):
-        y = top[layer["name"]]
-        for src in layer.get("inputs") or ["input"]:  # none: the image (as the builder)
-            consumed.add(src)
-            if src == names[i - 1]:
-                body.append(_arrow(top[src] + BOX_H, y))
-            else:
-                body.append(_arc(top[src] + BOX_H / 2, y + BOX_H / 2, lanes % 12))
-                lanes += 1
-        body.append(_box(y, layer["name"], describe_layer(layer), layer.get("type", "conv")))
-    y_out = PAD + len(names) * (BOX_H + GAP)
-    outputs = [n for n in names[1:] if n not in consumed]
-    body.append(_box(y_out, "classifier", f"concat {len(outputs)} → global pool → softmax",
-                     "output"))
-    for src in outputs:
-        body.append(_arc(top[src] + BOX_H / 2, y_out + BOX_H / 2, lanes % 12) if src != names[-1]
-                    else _arrow(top[src] + BOX_H, y_out))
-        lanes += src != names[-1]
-    label = f"CNN of {len(layers)} layers, {lanes} skip connections"
-    return svg(PAD * 2 + BOX_W + 180, y_out + BOX_H + PAD, body, label)
+    rows = [(l["name"], describe_layer(l), l.get("type", "conv"), l.get("inputs") or ["input"])
+            for l in layers]                      # no inputs: the image (as the builder)
+    consumed = {src for row in rows for src in row[3]}
+    outputs = [l["name"] for l in layers if l["name"] not in consumed]
+    body, arcs, height = _column(("input", "image", "input"), rows,
+                                 ("classifier", f"concat {len(outputs)} → global pool → softmax",
+                                  "output"), outputs)
+    label = f"CNN of {len(layers)} layers, {arcs} skip connections"
+    return svg(PAD * 2 + BOX_W + 180, height, body, label)
 
 
 def _tree_positions(base: int, width: float, height: float) -> dict[int, tuple[float, float]]:
@@ -143,7 +193,8 @@ def _flat(spec: dict, prefix: str = "") -> dict:
     return out
 
 
-DRAWINGS = {"cnn": cnn_drawing, "rnn_cell": rnn_cell_drawing}
+DRAWINGS = {"cnn": cnn_drawing, "rnn_cell": rnn_cell_drawing, "enas_macro": enas_macro_drawing,
+            "enas_rnn": enas_rnn_drawing}
 
 
 def architecture_drawing(architecture: Architecture) -> str:

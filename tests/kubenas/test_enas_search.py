@@ -67,6 +67,52 @@ def test_a_killed_run_resumes_where_its_checkpoint_left_it(tmp_path):
         assert again[key] == whole[key], key
 
 
+def test_warmup_epochs_train_on_uniform_paths_without_policy_updates_and_resume_exactly(tmp_path):
+    loop = {**LOOP, "warmupEpochs": 2, "deriveBatches": 3}
+    whole = _search(tmp_path / "whole", loop=loop)
+    initial = {k: v.clone() for k, v in whole.strategy.policy.state_dict().items()}
+    out = whole.run()
+    # two warm-up epochs: policy updates only after the third shared epoch
+    assert whole.strategy.version == loop["controllerSteps"]
+    assert [("reward" in row) for row in out["history"]] == [False, False, True]
+    assert all(row["shared_loss_n"] == len(whole.task.train) for row in out["history"])
+    assert any(not torch.equal(initial[k], v) for k, v in whole.strategy.policy.state_dict().items())
+    assert out["derive_batches"] == 3
+    calls = []
+
+    def kill_in_warmup(pos):
+        calls.append(pos)
+        if len(calls) == 3:   # mid-epoch 0: the last checkpoint was at step 10
+            raise Killed
+    with pytest.raises(Killed):
+        _search(tmp_path / "killed", loop=loop, on_step=kill_in_warmup).run()
+    resumed = _search(tmp_path / "killed", loop=loop)
+    assert resumed.resumed and (resumed.pos.epoch, resumed.pos.phase) == (0, "shared")
+    again = resumed.run()
+    for key in ("architecture", "candidates", "policy_version", "history"):
+        assert again[key] == out[key], key
+
+
+def test_derive_scores_each_candidate_on_the_same_validation_batches(tmp_path):
+    search = _search(tmp_path, loop={**LOOP, "deriveBatches": 2}, epochs=1)
+    out = search.run()
+    assert out["derive_batches"] == 2 < len(search.task.val)
+    best = Architecture.from_dict(out["architecture"]).spec
+    expect = sum(search.task.reward(best, search.epochs, i) for i in range(2)) / 2
+    assert out["val_batch_reward"] == pytest.approx(expect)
+    assert out["val_batch_reward"] == max(c["val_batch_reward"] for c in out["candidates"])
+
+
+def test_loop_options_are_checked_where_they_are_written():
+    from kubenas.contracts import ContractError
+    with pytest.raises(ContractError, match="strategyOptions.deriveBatches"):
+        make_strategy("enas", make_space("enas_macro", TINY), {"deriveBatches": 0})
+    with pytest.raises(ContractError, match="strategyOptions.warmupEpochs"):
+        make_strategy("enas", make_space("enas_macro", TINY), {"warmupEpochs": -1})
+    assert make_strategy("enas", make_space("enas_macro", TINY), {"warmupEpochs": 0}) \
+        .loop_options()["warmupEpochs"] == 0
+
+
 def test_policy_does_not_collapse_onto_parameter_free_ops(tmp_path):
     # conv3x3 vs max-pool: on digits the conv path is clearly better; the policy must move
     # towards it, not to the parameter-free op that the shared weights favour early.

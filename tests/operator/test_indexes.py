@@ -184,3 +184,19 @@ def test_the_final_phases_trials_count_toward_neither_the_budget_nor_the_best():
     for t in trials:
         best.observe(TRIALS.unpack(TRIALS.pack(trim_trial(t))))
     assert best.get("ns", "e") == (0.5, "s1")
+
+
+def test_objects_with_the_same_index_values_share_one_entry_that_leaves_with_the_last():
+    inf = informer(X.TRIAL_INDEXERS, [trial(f"t{i}", "Succeeded", 0.5) for i in range(50)]
+                   + [trial("r", "Running")], trim_trial)
+    combos = {id(v) for v in inf._values_of.values()}
+    assert len(combos) == 2            # 50 finished Trials hold one shared tuple, "r" another
+    for i in range(50):
+        inf.forget("ns", f"t{i}")
+    assert X.phase_counts(inf, "ns", "e")["trialsSucceeded"] == 0
+    assert len(inf._canonical) == 1    # the Succeeded combination went with its last Trial
+    inf.upsert(trial("r", "Failed", rv=2))
+    assert inf.index_counts(X.BY_PHASE) == {("ns", "e", "Failed"): 1}
+    assert inf.by_index(X.UNFINISHED, True) == []
+    inf.forget("ns", "r")
+    assert (inf._values_of, inf._canonical, inf.index_counts(X.BY_EXPERIMENT)) == ({}, {}, {})

@@ -17,7 +17,8 @@ from kubenas.cli import main
 from kubenas.contracts import Architecture
 from kubenas.controller.results import StoreResultSource
 from kubenas.local.report import LEADERBOARD_COLUMNS, write_outputs
-from kubenas.report.drawing import describe_layer, rnn_cell_drawing
+from kubenas.report.drawing import (ENAS_OP_WORDS, architecture_drawing, describe_layer,
+                                    rnn_cell_drawing)
 from kubenas.report.page import TABLE_COLUMNS
 from kubenas.storage.local import LocalStore
 
@@ -135,6 +136,39 @@ def test_a_recurrent_cell_is_drawn_as_its_tree():
     assert page.svg_texts.count("x_t, h_{t-1}") == 4
     assert "+ c_{t-1}: add · relu" in page.svg_texts and "→ c_t" in page.svg_texts
     assert sum(t == "line" for t, _ in page.tags) == 6, "each non-leaf node joins two children"
+
+
+def _arcs(page):
+    return sum(t == "path" and a.get("class") == "skip" for t, a in page.tags)
+
+
+def test_an_enas_macro_child_is_drawn_with_its_ops_pools_and_every_skip():
+    layers = [{"name": "layer_1", "op": "conv5x5", "skips": []},
+              {"name": "layer_2", "op": "maxpool3x3", "skips": ["layer_1"]},  # skip = the row above
+              {"name": "layer_3", "op": "sep_conv3x3", "skips": ["layer_1", "layer_2"]}]
+    arch = Architecture.from_dict({"space": "enas_macro", "spec": {
+        "channels": 16, "pooling_at": [2], "layers": layers}})
+    page = Page(architecture_drawing(arch))
+    assert "conv 5×5" in page.svg_texts and "sep conv 3×3" in page.svg_texts
+    assert ENAS_OP_WORDS["maxpool3x3"] + " → max pool 2×2" in page.svg_texts
+    assert "conv 3×3, 16 channels" in page.svg_texts
+    assert _arcs(page) == 3, "every skip is drawn, also one to the layer just above"
+    assert sum(t == "line" for t, _ in page.tags) == 4   # stem→1→2→3→classifier
+    assert ("rect", "maxpool") in [(t, a.get("class")) for t, a in page.tags]
+
+
+def test_an_enas_recurrent_cell_is_drawn_with_its_inputs_and_loose_ends():
+    nodes = [{"name": "node_1", "activation": "tanh"},
+             {"name": "node_2", "input": "node_1", "activation": "relu"},
+             {"name": "node_3", "input": "node_1", "activation": "sigmoid"},
+             {"name": "node_4", "input": "node_3", "activation": "identity"}]
+    page = Page(architecture_drawing(Architecture.from_dict({"space": "enas_rnn",
+                                                             "spec": {"nodes": nodes}})))
+    assert [t for t in page.svg_texts if t in ("tanh", "relu", "sigmoid", "identity")] == \
+        ["tanh", "relu", "sigmoid", "identity"]
+    assert "mean of 2 loose ends" in page.svg_texts          # node_2 and node_4
+    # arcs: node_1 -> node_3 (not the node above) and node_2 -> h_t (not the last)
+    assert _arcs(page) == 2
 
 
 def test_a_baseline_search_is_compared(searches):
