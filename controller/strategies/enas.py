@@ -39,9 +39,9 @@ ENAS_DEFAULTS = {**DEFAULTS, "learningRate": 0.001, "entropyWeight": 0.0001,
                  "baselineDecay": 0.99,
                  "controllerSteps": 50, "deriveSamples": 10, "deriveBatches": 1,
                  "warmupEpochs": 0, "checkpointEvery": 50}
-LOOP_OPTIONS = ("controllerSteps", "deriveSamples", "deriveBatches", "warmupEpochs",
-                "checkpointEvery")
-ZERO_ALLOWED = ("warmupEpochs",)
+# the alternating loop's options, each with its least value (no warm-up is ENAS itself)
+LOOP_OPTIONS = {"controllerSteps": 1, "deriveSamples": 1, "deriveBatches": 1, "warmupEpochs": 0,
+                "checkpointEvery": 1}
 MAX_LOOP_COUNT = 1_000_000
 
 
@@ -55,9 +55,8 @@ class EnasStrategy(ReinforceStrategy):
             raise ContractError(f"spec.search.space: the enas strategy shares weights in the "
                                 f"supernet of {' or '.join(names.SUPERNET_SPACES)}, not in {space.name!r}")
         super().__init__(space, options, seed, where)
-        for key in LOOP_OPTIONS:
-            F.integer(self.options[key], f"{where}.{key}", 0 if key in ZERO_ALLOWED else 1,
-                      MAX_LOOP_COUNT)
+        for key, least in LOOP_OPTIONS.items():
+            F.integer(self.options[key], f"{where}.{key}", least, MAX_LOOP_COUNT)
 
     def loop_options(self) -> dict:
         return {key: self.options[key] for key in LOOP_OPTIONS}

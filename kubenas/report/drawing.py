@@ -56,10 +56,14 @@ def _arrow(y_from: float, y_to: float) -> str:
     return element("line", x1=x, x2=x, y1=f"{y_from:.1f}", y2=f"{y_to:.1f}", class_="edge")
 
 
-ENAS_OP_WORDS = {"conv3x3": "conv 3×3", "conv5x5": "conv 5×5", "sep_conv3x3": "sep conv 3×3",
-                 "sep_conv5x5": "sep conv 5×5", "maxpool3x3": "max pool 3×3",
-                 "avgpool3x3": "avg pool 3×3"}
 _ENAS_OP_CSS = {"max": "maxpool", "avg": "avgpool"}   # the CNN's pool colours
+
+
+def enas_op_words(op: str) -> str:
+    """An ENAS op's name (``contracts.architecture.ENAS_OPS``) as words: "sep_conv3x3" ->
+    "sep conv 3×3", "maxpool3x3" -> "max pool 3×3"."""
+    kind, size = op[:-3], op[-3:]
+    return f"{kind.replace('_', ' ').replace('pool', ' pool')} {size.replace('x', '×')}"
 
 
 def _column(first: tuple, rows: list, last: tuple, outputs: list) -> tuple[list, int, float]:
@@ -94,7 +98,7 @@ def enas_macro_drawing(architecture: Architecture) -> str:
     pooled = {int(i) for i in spec.get("pooling_at", [])}
     rows, above = [], "stem"
     for i, layer in enumerate(spec["layers"], 1):
-        words = ENAS_OP_WORDS.get(layer["op"], layer["op"])
+        words = enas_op_words(layer["op"])
         rows.append((layer["name"], words + (" → max pool 2×2" if i in pooled else ""),
                      _ENAS_OP_CSS.get(layer["op"][:3], "conv"), [above] + layer.get("skips", [])))
         above = layer["name"]
@@ -106,12 +110,11 @@ def enas_macro_drawing(architecture: Architecture) -> str:
 
 
 def enas_rnn_drawing(architecture: Architecture) -> str:
-    nodes = architecture.spec["nodes"]
+    nodes, first = architecture.spec["nodes"], "x_t, h_{t-1}"   # what node_1 reads
     read = {n.get("input") for n in nodes}
-    rows = [(n["name"], n["activation"], "node", [n.get("input") or "x_t, h_{t-1}"])
-            for n in nodes]
+    rows = [(n["name"], n["activation"], "node", [n.get("input") or first]) for n in nodes]
     loose = [n["name"] for n in nodes if n["name"] not in read]
-    body, _, height = _column(("x_t, h_{t-1}", "input", "input"), rows,
+    body, _, height = _column((first, "input", "input"), rows,
                               ("h_t", f"mean of {len(loose)} loose ends", "output"), loose)
     return svg(PAD * 2 + BOX_W + 180, height, body, f"ENAS recurrent cell of {len(nodes)} nodes")
 

@@ -5,7 +5,7 @@ ops when a learnable op is clearly better."""
 import pytest
 import torch
 
-from kubenas.contracts import Architecture
+from kubenas.contracts import Architecture, ContractError
 from kubenas.controller.spaces import make_space
 from kubenas.controller.strategies import make_strategy
 from kubenas.enas.search import CHECKPOINT_KEY, EnasSearch
@@ -104,7 +104,6 @@ def test_derive_scores_each_candidate_on_the_same_validation_batches(tmp_path):
 
 
 def test_loop_options_are_checked_where_they_are_written():
-    from kubenas.contracts import ContractError
     with pytest.raises(ContractError, match="strategyOptions.deriveBatches"):
         make_strategy("enas", make_space("enas_macro", TINY), {"deriveBatches": 0})
     with pytest.raises(ContractError, match="strategyOptions.warmupEpochs"):

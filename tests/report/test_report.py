@@ -17,7 +17,8 @@ from kubenas.cli import main
 from kubenas.contracts import Architecture
 from kubenas.controller.results import StoreResultSource
 from kubenas.local.report import LEADERBOARD_COLUMNS, write_outputs
-from kubenas.report.drawing import (ENAS_OP_WORDS, architecture_drawing, describe_layer,
+from kubenas.contracts.architecture import ENAS_OPS
+from kubenas.report.drawing import (architecture_drawing, describe_layer, enas_op_words,
                                     rnn_cell_drawing)
 from kubenas.report.page import TABLE_COLUMNS
 from kubenas.storage.local import LocalStore
@@ -150,7 +151,9 @@ def test_an_enas_macro_child_is_drawn_with_its_ops_pools_and_every_skip():
         "channels": 16, "pooling_at": [2], "layers": layers}})
     page = Page(architecture_drawing(arch))
     assert "conv 5×5" in page.svg_texts and "sep conv 3×3" in page.svg_texts
-    assert ENAS_OP_WORDS["maxpool3x3"] + " → max pool 2×2" in page.svg_texts
+    assert "max pool 3×3 → max pool 2×2" in page.svg_texts
+    assert [enas_op_words(op) for op in ENAS_OPS] == [
+        "conv 3×3", "conv 5×5", "sep conv 3×3", "sep conv 5×5", "max pool 3×3", "avg pool 3×3"]
     assert "conv 3×3, 16 channels" in page.svg_texts
     assert _arcs(page) == 3, "every skip is drawn, also one to the layer just above"
     assert sum(t == "line" for t, _ in page.tags) == 4   # stem→1→2→3→classifier
